@@ -1,0 +1,1 @@
+"""Code shared by every bundle in this repository."""

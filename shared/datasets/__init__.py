@@ -1,0 +1,1 @@
+"""Dataset discovery, validation, splits and datasets for the studies' on-disk layouts."""

@@ -1,0 +1,38 @@
+"""The MNI152 2009c symmetric template (T1 and grey/white-matter maps, 1 mm) that nilearn's wheel ships."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["MNITemplate", "load_mni_template"]
+
+
+class MNITemplate:
+    """T1 intensities, tissue probability maps and a brain mask on the template grid (RAS, 1 mm, 197x233x189)."""
+
+    def __init__(self, t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine: np.ndarray) -> None:
+        self.t1, self.gm, self.wm, self.affine = t1, gm, wm, affine
+        tissue = ndimage.binary_closing(gm + wm > 0.3, iterations=3)
+        # Ventricles are holes in the grey+white map; filling them puts the CSF that BraTS keeps inside the mask.
+        self.brain = ndimage.binary_dilation(ndimage.binary_fill_holes(tissue), iterations=1)
+        self.csf = np.clip(self.brain.astype(np.float32) - gm - wm, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def load_mni_template() -> MNITemplate:
+    """Load the template from nilearn's package data (no download)."""
+    import nilearn.datasets
+
+    data_dir = Path(nilearn.datasets.__file__).parent / "data"
+    paths = {k: data_dir / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"nilearn's MNI152 template files are missing: {missing}; reinstall nilearn.")
+    images = {k: nib.load(p) for k, p in paths.items()}
+    arrays = {k: np.asarray(im.dataobj, dtype=np.float32) / 255.0 for k, im in images.items()}
+    return MNITemplate(arrays["t1"], arrays["gm"], arrays["wm"], images["t1"].affine)

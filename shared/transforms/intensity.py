@@ -1,0 +1,77 @@
+"""Percentile intensity rescaling computed inside a mask (TorchIO's ``RescaleIntensity(masking_method=...)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_tensor
+from monai.utils.type_conversion import convert_to_dst_type
+
+__all__ = ["MaskedPercentileRescale", "MaskedPercentileRescaled"]
+
+
+class MaskedPercentileRescale(Transform):
+    """Map each channel's ``[lower, upper]`` percentiles, taken over the masked voxels, to ``[b_min, b_max]`` and clip.
+
+    With no mask, the mask is the channel's non-zero voxels (the brain in skull-stripped MRI). The whole channel is
+    rescaled, so background maps to ``b_min`` when it lies below the lower percentile. A channel with no masked voxel,
+    or a constant one, is set to ``b_min``.
+    """
+
+    backend = [torch.Tensor]
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, b_min: float = -1.0, b_max: float = 1.0) -> None:
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ValueError(f"need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}.")
+        self.lower, self.upper, self.b_min, self.b_max = lower, upper, b_min, b_max
+
+    def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
+        data = convert_to_tensor(img, track_meta=False, dtype=torch.float32)
+        out = torch.full_like(data, self.b_min)
+        mask_t = None if mask is None else convert_to_tensor(mask, track_meta=False).bool()
+        q = torch.tensor([self.lower / 100.0, self.upper / 100.0], dtype=torch.float32)
+        for c in range(data.shape[0]):
+            channel = data[c]
+            if mask_t is None:
+                selected = channel[channel != 0]
+            else:
+                selected = channel[mask_t[c if mask_t.shape[0] > 1 else 0]]
+            if selected.numel() == 0:
+                continue
+            lo, hi = torch.quantile(selected.double(), q.double()).float()
+            if hi <= lo:
+                continue
+            scaled = (channel - lo) / (hi - lo) * (self.b_max - self.b_min) + self.b_min
+            out[c] = scaled.clamp(self.b_min, self.b_max)
+        result, *_ = convert_to_dst_type(out, img, dtype=torch.float32)
+        return result
+
+
+class MaskedPercentileRescaled(MapTransform):
+    """Dictionary wrapper of :class:`MaskedPercentileRescale`; ``mask_key`` names an optional mask in the data."""
+
+    backend = MaskedPercentileRescale.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        b_min: float = -1.0,
+        b_max: float = 1.0,
+        mask_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.rescaler = MaskedPercentileRescale(lower, upper, b_min, b_max)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        mask = d[self.mask_key] if self.mask_key is not None else None
+        for key in self.key_iterator(d):
+            d[key] = self.rescaler(d[key], mask)
+        return d

@@ -40,8 +40,9 @@ def bundle_root() -> str:
     """
     for frame_info in inspect.stack(context=0):
         owner = frame_info.frame.f_locals.get("self")
-        config_root = getattr(owner, "config_root_path", None)
-        if config_root is not None and type(owner).__name__ == "ConfigWorkflow":
+        # ConfigWorkflow.__getattr__ raises KeyError for unknown names: read the instance dict instead.
+        config_root = vars(owner).get("config_root_path") if hasattr(type(owner), "check_properties") else None
+        if config_root is not None:
             return _root_of_config(Path(config_root) / "config.json")
     config_file = _config_file_from_argv(sys.argv)
     if config_file is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 from monai.data import DataLoader
 from monai.engines import Evaluator
 
-__all__ = ["run_over_cases"]
+__all__ = ["run_over_cases", "root_cause"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ def run_over_cases(evaluator: Evaluator, rejected: Sequence[dict] = (), report_f
         subset = _Subset(dataset, pending)
         evaluator.data_loader = DataLoader(subset, batch_size=1, num_workers=loader.num_workers, shuffle=False)
         evaluator.state.epoch_length = len(subset)
+        # After a failure ignite keeps its dead run generator and data iterator; start afresh.
+        evaluator._internal_run_generator = None
+        evaluator._dataloader_iter = None
         try:
             evaluator.run()
             succeeded.extend(_name(dataset, i) for i in pending)
@@ -41,8 +45,9 @@ def run_over_cases(evaluator: Evaluator, rejected: Sequence[dict] = (), report_f
             done = evaluator.state.iteration if evaluator.state.batch is None else evaluator.state.iteration - 1
             succeeded.extend(_name(dataset, i) for i in pending[:done])
             bad = pending[done]
-            logger.error(f"case {_name(dataset, bad)} failed, continuing with the next: {e}")
-            failed.append({"case": _name(dataset, bad), "error": f"{type(e).__name__}: {e}"})
+            reason = root_cause(e)
+            logger.error(f"case {_name(dataset, bad)} failed, continuing with the next: {reason}")
+            failed.append({"case": _name(dataset, bad), "error": reason})
             pending = pending[done + 1 :]
     evaluator.data_loader = loader
     report = {"succeeded": succeeded, "failed": failed}
@@ -54,6 +59,18 @@ def run_over_cases(evaluator: Evaluator, rejected: Sequence[dict] = (), report_f
         logger.warning(f"{len(failed)} case(s) failed: {[f['case'] for f in failed]} (details in {report_file})")
     logger.info(f"{len(succeeded)} case(s) done")
     return report
+
+
+def root_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost cause; DataLoader workers pass it on only inside a traceback string."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error)
+    if "Traceback (most recent call last)" in text:
+        causes = re.findall(r"^(\w+(?:Error|Exception)): (.+)$", text, flags=re.MULTILINE)
+        if causes:
+            return f"{causes[0][0]}: {causes[0][1]}"
+    return f"{type(error).__name__}: {text}"
 
 
 def _name(dataset, index: int) -> str:

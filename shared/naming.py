@@ -17,4 +17,4 @@ def case_name(filename: str) -> str:
 
 def case_name_formatter(metadict: dict, saver) -> dict:
     """``SaveImage(output_name_formatter=...)``: name outputs after the case, not the first modality's file."""
-    return {"subject": case_name(metadict.get("filename_or_obj", "case")), "idx": metadict.get("patch_index", "")}
+    return {"subject": case_name(metadict.get("filename_or_obj", "case")), "idx": metadict.get("patch_index")}

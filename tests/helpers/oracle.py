@@ -1,0 +1,16 @@
+"""A parameter-free stand-in network for geometry tests: its label is a voxel-wise function of the input."""
+
+import torch
+
+
+class FlairThreshold(torch.nn.Module):
+    """Class 2 (oedema) where channel 0 (FLAIR, rescaled to [-1, 1]) is above ``threshold``, else background."""
+
+    def __init__(self, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = (x[:, :1] > self.threshold).float()
+        zeros = torch.zeros_like(fg)
+        return torch.cat([1 - fg, zeros, fg, zeros], dim=1)

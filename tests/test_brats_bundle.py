@@ -1,0 +1,207 @@
+"""The BraTS bundle through its real configs and MONAI's CLI: train -> evaluate -> infer, multi-GPU, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from conftest import BRATS, REPO, SCHEMA_DIR, overrides, run_bundle
+
+pytestmark = pytest.mark.slow
+CONFIGS = BRATS / "configs"
+TINY_TRAIN = {
+    "train#trainer#max_epochs": "1",
+    "train#trainer#epoch_length": "2",
+    "train#dataloader#batch_size": "2",
+    "train#dataloader#num_workers": "0",
+    "train#dataset#num_workers": "0",
+    "validate#dataset#num_workers": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(brats_workdir, tmp_path_factory) -> dict[str, str]:
+    """Train 2 iterations from an unrelated working directory, with an absolute config path."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"),
+                *overrides({**brats_workdir, **TINY_TRAIN})], cwd=elsewhere)
+    return brats_workdir
+
+
+def test_training_writes_checkpoints_logs_and_datalist(trained):
+    models, evaluation = Path(trained["ckpt_dir"]), Path(trained["output_dir"])
+    assert (models / "model.pt").is_file() and (models / "last.pt").is_file()
+    last = torch.load(models / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(last)
+    assert last["trainer"]["iteration"] == 2
+    assert list(evaluation.glob("events.out.tfevents.*"))
+    datalist = json.loads((evaluation / "datalist.json").read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [3, 1, 1]
+
+
+def test_resume_continues_from_last_checkpoint(trained, tmp_path):
+    work = {**trained, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    shutil.copytree(trained["ckpt_dir"], work["ckpt_dir"])
+    args = {**work, **TINY_TRAIN, "train#trainer#max_epochs": "2",
+            "resume_checkpoint": str(Path(work["ckpt_dir"]) / "last.pt")}
+    out = run_bundle(["run", "--config_file", str(CONFIGS / "train.json"), *overrides(args)], cwd=tmp_path).stdout
+    assert "Restored all variables" in out
+    assert torch.load(Path(work["ckpt_dir"]) / "last.pt", weights_only=False)["trainer"]["iteration"] == 4
+
+
+def test_evaluate_from_repo_root_writes_study_table(trained):
+    config = "['bundles/brats_mri_slice_segmentation/configs/train.json','bundles/brats_mri_slice_segmentation/configs/evaluate.json']"
+    run_bundle(["run", "--config_file", config, *overrides({**trained, "validate#dataset#num_workers": "0"})], cwd=REPO)
+    table = json.loads((Path(trained["output_dir"]) / "test_metrics.json").read_text())
+    assert list(table["classes"]) == ["NCR/NET", "ED", "ET"] and list(table["regions"]) == ["WT", "TC", "ET"]
+    for row in table["classes"].values():
+        assert set(row) == {"dice", "iou", "precision", "recall", "accuracy"}
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
+    assert table["num_cases"] == 1
+    assert (Path(trained["output_dir"]) / "test_metrics.csv").read_text().startswith("kind,name,dice,iou")
+
+
+def _flair_mask(path: Path) -> np.ndarray:
+    """What the FlairThreshold oracle predicts, computed on the input file's own grid."""
+    flair = nib.load(path).get_fdata()
+    lo, hi = np.percentile(flair[flair != 0], [0.5, 99.5])
+    return flair > (lo + hi) / 2
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def _reoriented_resampled_case(src: Path, dst: Path, zoom: float) -> Path:
+    """The same anatomy stored with x flipped (L->R becomes R) on a finer in-plane grid (1/zoom of the spacing)."""
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        img = nib.load(p)
+        data = np.asarray(img.dataobj)
+        flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+        flip[0, 3] = img.shape[0] - 1  # new voxel i is old voxel n-1-i
+        order = 0 if p.name.endswith("_seg.nii.gz") else 1
+        data = ndimage.zoom(data[::-1], (zoom, zoom, 1.0), order=order, grid_mode=True, mode="grid-constant")
+        # grid_mode zoom: new voxel j covers old voxel (j + 0.5) / zoom - 0.5
+        shift = np.eye(4)
+        shift[:2, 3] = 0.5 / zoom - 0.5
+        scale = np.diag([1 / zoom, 1 / zoom, 1.0, 1.0])
+        nib.save(nib.Nifti1Image(data, img.affine @ flip @ shift @ scale), dst / p.name.replace(src.name, dst.name))
+    return dst
+
+
+def test_inference_lines_up_with_inputs_and_skips_bad_cases(brats_workdir, brats_demo_dir, tmp_path):
+    cases = tmp_path / "cases"
+    plain = cases / "plain"
+    shutil.copytree(brats_demo_dir / "BraTS20_Training_002", plain)
+    for p in plain.iterdir():
+        p.rename(plain / p.name.replace("BraTS20_Training_002", "plain"))
+    moved = _reoriented_resampled_case(plain, cases / "moved", zoom=1.5)
+    assert nib.aff2axcodes(nib.load(moved / "moved_flair.nii.gz").affine)[0] == "R"
+    nan_case = cases / "nan"
+    shutil.copytree(plain, nan_case)
+    for p in nan_case.iterdir():
+        p.rename(nan_case / p.name.replace("plain", "nan"))
+    t2 = nib.load(nan_case / "nan_t2.nii.gz")
+    data = t2.get_fdata().astype(np.float32)
+    data[40, 40, 20] = np.nan
+    nib.save(nib.Nifti1Image(data, t2.affine), nan_case / "nan_t2.nii.gz")
+    (cases / "broken").mkdir()
+    (cases / "broken" / "broken_flair.nii.gz").write_text("not a NIfTI file")
+
+    out = tmp_path / "out"
+    args = {**{k: v for k, v in brats_workdir.items() if not k.startswith("split")},
+            "dataset_dir": str(cases), "output_dir": str(out),
+            "network_def": "{'_target_': 'oracle.FlairThreshold'}", "handlers": "[]", "checkpoint": "None",
+            "dataloader#num_workers": "0"}
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path, env=env)
+
+    report = json.loads((out / "inference_report.json").read_text())
+    assert report["succeeded"] == ["moved", "plain"]
+    failed = {f["case"]: f["error"] for f in report["failed"]}
+    assert "nan_t2.nii.gz: 1 voxel(s) are NaN or infinite" in failed["nan"]
+    assert "missing input(s)" in failed["broken"]
+    for name in ("plain", "moved"):
+        source = nib.load(cases / name / f"{name}_flair.nii.gz")
+        pred = nib.load(out / f"{name}_pred.nii.gz")
+        assert pred.shape == source.shape
+        assert np.allclose(pred.affine, source.affine, atol=1e-5)
+        labels = np.asarray(pred.dataobj)
+        assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 2}
+        # the oracle's voxel-wise label must land on the voxels it was computed from
+        assert _dice(labels == 2, _flair_mask(cases / name / f"{name}_flair.nii.gz")) > (0.99 if name == "plain" else 0.9)
+        assert (out / f"{name}_overlay.png").is_file()
+    assert not (out / "nan_pred.nii.gz").exists()
+
+
+def test_inference_with_trained_weights_from_another_directory(trained, brats_demo_dir, tmp_path):
+    out = tmp_path / "out"
+    args = {**{k: v for k, v in trained.items() if not k.startswith("split")},
+            "dataset_dir": str(brats_demo_dir / "BraTS20_Training_003"), "output_dir": str(out)}
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path)
+    source = nib.load(brats_demo_dir / "BraTS20_Training_003" / "BraTS20_Training_003_t2.nii.gz")
+    pred = nib.load(out / "BraTS20_Training_003_pred.nii.gz")
+    assert pred.shape == source.shape and np.allclose(pred.affine, source.affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_inference_without_weights_says_what_to_do(brats_demo_dir, tmp_path):
+    args = {"dataset_dir": str(brats_demo_dir), "ckpt_dir": str(tmp_path / "none"), "output_dir": str(tmp_path)}
+    result = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)],
+                        cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "model.pt does not exist. Train the bundle first" in result.stdout
+    assert "download_large_files" in result.stdout
+
+
+def test_multi_gpu_config_with_torchrun_on_cpu(brats_workdir, tmp_path):
+    args = {**brats_workdir, **TINY_TRAIN, "train#trainer#epoch_length": "1",
+            "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
+            "split#val_fraction": "0.4", "split#test_fraction": "0.2"}
+    config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "training", "--config_file", config, *overrides(args)]
+    result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "last.pt").is_file()
+
+
+def test_metadata_is_valid_against_the_schema(tmp_path):
+    from monai.bundle import verify_metadata
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    schema_file = tmp_path / Path(meta["schema"]).name
+    local = SCHEMA_DIR / schema_file.name
+    if local.is_file():
+        shutil.copy(local, schema_file)  # else verify_metadata downloads it from the URL in metadata.json
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema_file))
+
+
+def test_verify_net_in_out_and_scripted_export(trained, tmp_path):
+    common = ["--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json")]
+    out = run_bundle(["verify_net_in_out", "network_def", *common], cwd=tmp_path).stdout
+    assert "verified with no error" in out
+    ts_file, ckpt = tmp_path / "model.ts", Path(trained["ckpt_dir"]) / "model.pt"
+    run_bundle(["ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt), *common],
+               cwd=tmp_path)
+    from shared.networks import ExportableFlexibleUNet
+
+    eager = ExportableFlexibleUNet(3, 4, "resnet34", spatial_dims=2).eval()
+    eager.load_state_dict(torch.load(ckpt))
+    exported = torch.jit.load(str(ts_file))
+    for shape in [(1, 3, 128, 128), (2, 3, 96, 160)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(exported(x), eager(x), atol=1e-5)

@@ -1,0 +1,121 @@
+"""Unit tests of the shared transforms, dataset helpers and network shortcut, with exact expected values."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from shared.datasets.slice_patches import SlicePatchDataset, patch_starts
+from shared.naming import case_name, case_name_formatter
+from shared.networks import ExportableFlexibleUNet, ZeroPadShortcut
+from shared.transforms import CheckFinite, CheckFinited, MaskedPercentileRescale, MaskedPercentileRescaled
+
+
+def test_rescale_full_range_of_nonzero_voxels():
+    img = torch.tensor([[0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    out = MaskedPercentileRescale(lower=0, upper=100)(img)
+    # nonzero range [1, 5] -> [-1, 1]; background 0 lies below it and clips to -1
+    assert torch.allclose(out, torch.tensor([[-1.0, -1.0, -1.0, -0.5, 0.0, 0.5, 1.0]]))
+
+
+def test_rescale_percentiles_clip_both_ends():
+    img = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    out = MaskedPercentileRescale(lower=25, upper=75)(img)
+    # quartiles of [1..5] are 2 and 4 (linear interpolation), so x -> x - 3, clipped to [-1, 1]
+    assert torch.allclose(out, torch.tensor([[-1.0, -1.0, -1.0, 0.0, 1.0, 1.0]]))
+
+
+def test_rescale_uses_explicit_mask_per_channel_and_handles_constant_channels():
+    img = torch.tensor([[10.0, 20.0, 30.0, 1000.0], [7.0, 7.0, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    out = MaskedPercentileRescale(lower=0, upper=100, b_min=0.0, b_max=1.0)(img, mask)
+    assert torch.allclose(out[0], torch.tensor([0.0, 0.5, 1.0, 1.0]))  # 1000 is outside the mask: clipped
+    assert torch.equal(out[1], torch.zeros(4))  # constant channel -> b_min
+
+
+def test_rescale_keeps_metadata_and_numpy_type():
+    img = MetaTensor(torch.tensor([[0.0, 2.0, 4.0]]), meta={"filename_or_obj": "x.nii.gz"})
+    out = MaskedPercentileRescaled("image", lower=0, upper=100)({"image": img})["image"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.nii.gz"
+    assert np.allclose(MaskedPercentileRescale(0, 100)(np.array([[0.0, 2.0, 4.0]])), [[-1.0, -1.0, 1.0]])
+
+
+def test_rescale_rejects_bad_percentiles():
+    with pytest.raises(ValueError, match="lower < upper"):
+        MaskedPercentileRescale(lower=60, upper=40)
+
+
+def test_check_finite_names_the_file():
+    img = MetaTensor(torch.tensor([[1.0, float("nan"), float("inf")]]), meta={"filename_or_obj": "/data/a_t2.nii.gz"})
+    with pytest.raises(ValueError, match=r"/data/a_t2.nii.gz: 2 voxel\(s\) are NaN or infinite"):
+        CheckFinited("t2")({"t2": img})
+    ok = torch.ones(1, 3)
+    assert CheckFinite()(ok) is ok
+
+
+@pytest.mark.parametrize(
+    "size,patch,overlap,expected",
+    [(10, 4, 0.0, [0, 4, 6]), (10, 4, 0.5, [0, 2, 4, 6]), (3, 4, 0.0, [0]), (8, 4, 0.0, [0, 4])],
+)
+def test_patch_starts(size, patch, overlap, expected):
+    assert patch_starts(size, patch, overlap) == expected
+
+
+def _volume_case():
+    image = torch.arange(2 * 6 * 5 * 3, dtype=torch.float32).reshape(2, 6, 5, 3)
+    label = torch.zeros(1, 6, 5, 3)
+    label[0, 4:6, 3:5, 1] = 2  # a 2x2 tumour in slice z=1, at the far corner
+    return {"image": image, "label": label}
+
+
+def test_slice_patch_dataset_keeps_only_tumour_patches_and_pads():
+    case = _volume_case()
+    ds = SlicePatchDataset([case], transform=None, volume_transform=Compose([]), patch_size=(4, 4),
+                           min_tumour_fraction=4 / 16, patch_overlap=0.0, num_workers=0)
+    # y starts [0, 2], x starts [0, 1]; only the window (y=2, x=1) holds all 4 tumour pixels
+    assert ds.index.tolist() == [[0, 1, 2, 1]]
+    item = ds[0]
+    assert item["image"].shape == (2, 4, 4) and item["label"].shape == (1, 4, 4)
+    assert torch.equal(item["image"], case["image"][:, 2:6, 1:5, 1])
+    assert int((item["label"] > 0).sum()) == 4
+
+    loose = SlicePatchDataset([case], None, Compose([]), patch_size=(4, 8), min_tumour_fraction=0.01,
+                              patch_overlap=0.0, num_workers=0)
+    assert loose.index.tolist() == [[0, 1, 2, 0]]  # x is shorter than the patch: one start, padded
+    padded = loose[0]
+    assert padded["image"].shape == (2, 4, 8)
+    assert torch.all(padded["image"][:, :, 5:] == -1.0) and torch.all(padded["label"][:, :, 5:] == 0)
+
+
+def test_slice_patch_dataset_without_tumour_raises():
+    case = _volume_case()
+    case["label"].zero_()
+    with pytest.raises(ValueError, match="no \\(4, 4\\) patch"):
+        SlicePatchDataset([case], None, Compose([]), patch_size=(4, 4), num_workers=0)
+
+
+def test_case_names():
+    assert case_name("/x/BraTS20_Training_001_flair.nii.gz") == "BraTS20_Training_001"
+    assert case_name("sub-01_T1CE.nii") == "sub-01"
+    assert case_name("scan.nii.gz") == "scan"
+    assert case_name_formatter({"filename_or_obj": "/a/b/c_t2.nii.gz"}, None) == {"subject": "c", "idx": None}
+
+
+def test_zero_pad_shortcut_matches_monai_partial_and_scripts():
+    from monai.networks.nets.resnet import ResNet
+
+    torch.manual_seed(0)
+    net = ExportableFlexibleUNet(3, 4, "resnet34", spatial_dims=2).eval()
+    shortcuts = [m.downsample for m in net.modules() if isinstance(getattr(m, "downsample", None), ZeroPadShortcut)]
+    assert len(shortcuts) == 3  # resnet34 layers 2-4 start with a strided "A" shortcut
+    x = torch.randn(2, 64, 17, 18)
+    reference = partial(ResNet._downsample_basic_block, None, planes=128, stride=2, spatial_dims=2)
+    assert torch.equal(ZeroPadShortcut(128, 2, 2)(x), reference(x))
+    scripted = torch.jit.script(net)
+    for shape in [(1, 3, 64, 64), (2, 3, 96, 160)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(scripted(x), net(x), atol=1e-5)

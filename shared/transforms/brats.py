@@ -42,11 +42,16 @@ def brats_volume_transforms(
     spatial = ["image"] + ([label_key] if label_key else [])
     modes = ["bilinear"] + (["nearest"] if label_key else [])
     transforms: list[Transform] = [
-        LoadImaged(image_keys + ([label_key] if label_key else []), image_only=True, ensure_channel_first=True),
+        LoadImaged(
+            image_keys + ([label_key] if label_key else []),
+            reader="NibabelReader",
+            image_only=True,
+            ensure_channel_first=True,
+        ),
         CheckFinited(image_keys),
         ConcatItemsd(image_keys, name="image", dim=0),
         DeleteItemsd(image_keys),
-        Orientationd(spatial, axcodes="RAS"),
+        Orientationd(spatial, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(spatial, pixdim=pixdim, mode=modes),
     ]
     if crop_foreground:

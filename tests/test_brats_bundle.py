@@ -145,10 +145,12 @@ def test_inference_lines_up_with_inputs_and_skips_bad_cases(brats_workdir, brats
     assert not (out / "nan_pred.nii.gz").exists()
 
 
-def test_inference_with_trained_weights_from_another_directory(trained, brats_demo_dir, tmp_path):
+def test_inference_with_trained_weights_on_explicit_files(trained, brats_demo_dir, tmp_path):
     out = tmp_path / "out"
-    args = {**{k: v for k, v in trained.items() if not k.startswith("split")},
-            "dataset_dir": str(brats_demo_dir / "BraTS20_Training_003"), "output_dir": str(out)}
+    case = brats_demo_dir / "BraTS20_Training_003"
+    files = {m: str(case / f"BraTS20_Training_003_{m}.nii.gz") for m in ("flair", "t1ce", "t2")}
+    args = {**{k: v for k, v in trained.items() if not k.startswith(("split", "demo"))},
+            "datalist": repr([files]), "output_dir": str(out)}
     run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path)
     source = nib.load(brats_demo_dir / "BraTS20_Training_003" / "BraTS20_Training_003_t2.nii.gz")
     pred = nib.load(out / "BraTS20_Training_003_pred.nii.gz")

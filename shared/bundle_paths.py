@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["bundle_root", "require_file"]
+__all__ = ["bundle_root"]
 
 
 def _root_of_config(config_file: str | Path) -> str:
@@ -48,10 +48,3 @@ def bundle_root() -> str:
     if config_file is not None:
         return _root_of_config(config_file)
     return os.getcwd()
-
-
-def require_file(path: str, hint: str) -> str:
-    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` saying what to do (``hint``)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist. {hint}")
-    return path

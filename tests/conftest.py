@@ -63,3 +63,22 @@ def brats_workdir(tmp_path_factory, brats_demo_dir) -> dict[str, str]:
         "split#val_fraction": "0.2",
         "split#test_fraction": "0.2",
     }
+
+
+TINY_TRAIN = {
+    "train#trainer#max_epochs": "1",
+    "train#trainer#epoch_length": "2",
+    "train#dataloader#batch_size": "2",
+    "train#dataloader#num_workers": "0",
+    "train#dataset#num_workers": "0",
+    "validate#dataset#num_workers": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def trained(brats_workdir, tmp_path_factory) -> dict[str, str]:
+    """Train 2 iterations from an unrelated working directory, with an absolute config path."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    run_bundle(["run", "training", "--config_file", str(BRATS / "configs" / "train.json"),
+                *overrides({**brats_workdir, **TINY_TRAIN})], cwd=elsewhere)
+    return brats_workdir

@@ -15,29 +15,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import BRATS, REPO, SCHEMA_DIR, overrides, run_bundle
+from conftest import BRATS, REPO, SCHEMA_DIR, TINY_TRAIN, overrides, run_bundle
 
 pytestmark = pytest.mark.slow
 CONFIGS = BRATS / "configs"
-TINY_TRAIN = {
-    "train#trainer#max_epochs": "1",
-    "train#trainer#epoch_length": "2",
-    "train#dataloader#batch_size": "2",
-    "train#dataloader#num_workers": "0",
-    "train#dataset#num_workers": "0",
-    "validate#dataset#num_workers": "0",
-}
-
-
-@pytest.fixture(scope="module")
-def trained(brats_workdir, tmp_path_factory) -> dict[str, str]:
-    """Train 2 iterations from an unrelated working directory, with an absolute config path."""
-    elsewhere = tmp_path_factory.mktemp("elsewhere")
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"),
-                *overrides({**brats_workdir, **TINY_TRAIN})], cwd=elsewhere)
-    return brats_workdir
-
-
 def test_training_writes_checkpoints_logs_and_datalist(trained):
     models, evaluation = Path(trained["ckpt_dir"]), Path(trained["output_dir"])
     assert (models / "model.pt").is_file() and (models / "last.pt").is_file()

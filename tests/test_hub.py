@@ -239,11 +239,17 @@ def test_publish_refuses_a_failed_check_and_pushes_nothing(trained, hub, tmp_pat
     assert "missing models/model.pt" in _publish(bundle, hub, tmp_path, "--dry-run").stdout
 
 
-def test_publish_zip_is_a_self_contained_bundle(trained, hub, tmp_path):
+def test_publish_zip_is_a_self_contained_bundle_with_measured_metrics(trained, hub, tmp_path):
     bundle = _bundle_copy(trained, tmp_path / NAME)
+    (bundle / "eval").mkdir()
+    row = {"dice": 0.5, "iou": 0.25, "precision": 0.75, "recall": 0.125, "accuracy": 0.9}
+    (bundle / "eval" / "test_metrics.json").write_text(json.dumps({"classes": {"ED": row}, "regions": {}, "num_cases": 3}))
     result = _publish(bundle, hub, tmp_path, "--zip", str(tmp_path / "out.zip"))
     assert result.returncode == 0, result.stdout[-4000:]
-    names = set(zipfile.ZipFile(tmp_path / "out.zip").namelist())
+    archive = zipfile.ZipFile(tmp_path / "out.zip")
+    card = archive.read(f"{NAME}/docs/README.md").decode()
+    assert "on 3 test case(s)" in card and "| ED | 0.500 | 0.250 | 0.750 | 0.125 |" in card
+    names = set(archive.namelist())
     assert {f"{NAME}/configs/inference.json", f"{NAME}/models/model.pt", f"{NAME}/models/model.ts",
             f"{NAME}/shared/hub.py", f"{NAME}/LICENSE", f"{NAME}/docs/README.md"} <= names
     assert f"{NAME}/shared/publish.py" not in names

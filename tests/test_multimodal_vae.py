@@ -1,0 +1,88 @@
+"""The multimodal VAE, its loss and the VAE batch augmentation."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from shared.networks import MultimodalVAE, gaussian_kl, ispy2_multimodal_vae
+from shared.vae_augmentation import VAEBatchAugmentation
+from shared.vae_loss import MultimodalVAELoss
+
+
+def test_study_preset_shapes_and_mask_range():
+    torch.manual_seed(0)
+    net = ispy2_multimodal_vae()
+    recon, mu, log_sigma, z = net(torch.randn(3, 2, 128, 128))
+    assert recon.shape == (3, 2, 128, 128)
+    assert mu.shape == log_sigma.shape == z.shape == (3, 32, 4, 4)
+    assert recon[:, 1].min() >= 0 and recon[:, 1].max() <= 1  # sigmoid mask head
+    assert recon[:, 0].min() < 0  # linear T2 head is not squashed
+
+
+def test_brats_style_preset_three_images_and_a_label():
+    net = MultimodalVAE(4, decoder_channels=(3, 1), decoder_activations=("linear", "sigmoid"))
+    recon, mu, _, _ = net(torch.randn(2, 4, 128, 128))
+    assert recon.shape == (2, 4, 128, 128) and mu.shape == (2, 32, 4, 4)
+    assert 0 <= recon[:, 3].min() and recon[:, 3].max() <= 1
+    with pytest.raises(ValueError, match="expected 4 input channels, got 2"):
+        net(torch.randn(1, 2, 128, 128))
+    single = MultimodalVAE(1, (1,), ("linear",))  # a single-modality VAE is the same class
+    assert single(torch.randn(1, 1, 64, 64))[0].shape == (1, 1, 64, 64)
+
+
+def test_gaussian_kl_values():
+    zeros = torch.zeros(2, 32, 4, 4)
+    assert gaussian_kl(zeros, zeros).item() == 0.0
+    mu = torch.full((1, 2), 1.0)
+    log_sigma = torch.log(torch.full((1, 2), 2.0))
+    # per element 0.5 * (1 + 4 - 1 - 2 ln 2); two elements
+    assert abs(gaussian_kl(mu, log_sigma).item() - (4 - 2 * torch.log(torch.tensor(2.0)).item())) < 1e-6
+
+
+def test_reparameterisation_uses_noise_and_eval_mean_is_deterministic():
+    torch.manual_seed(0)
+    net = ispy2_multimodal_vae()
+    x = torch.randn(2, 2, 128, 128)
+    net.train()
+    _, mu, log_sigma, z1 = net(x)
+    _, _, _, z2 = net(x)
+    assert not torch.allclose(z1, z2) and not torch.allclose(z1, mu)
+    net.eval()
+    with torch.no_grad():
+        a, mu_eval, _, z = net(x)
+        b = net(x)[0]
+    assert torch.equal(z, mu_eval) and torch.equal(a, b)
+    net.use_mean_at_eval = False
+    with torch.no_grad():
+        assert not torch.equal(net(x)[3], net(x)[3])
+
+
+def test_vae_loss_terms():
+    loss = MultimodalVAELoss(kl_weight=0.0, mask_weight=0.0)
+    target = torch.zeros(1, 2, 4, 4)
+    recon = torch.ones(1, 2, 4, 4)
+    zeros = torch.zeros(1, 3)
+    assert loss((recon, zeros, zeros), target).item() == pytest.approx(1.0)  # MSE of the image channel
+    perfect_mask = MultimodalVAELoss(image_weight=0.0, kl_weight=0.0)
+    mask = torch.zeros(1, 2, 4, 4)
+    mask[:, 1, :2] = 1
+    assert perfect_mask((mask, zeros, zeros), mask).item() < 1e-4
+
+
+def test_vae_augmentation_appends_the_configured_fraction():
+    torch.manual_seed(0)
+    aug = VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=0.2, latent_noise_std=0.5)
+    images, labels = torch.randn(10, 1, 128, 128), (torch.rand(10, 1, 128, 128) > 0.5).float()
+    engine = SimpleNamespace(state=SimpleNamespace(batch={"image": images, "label": labels}))
+    aug(engine)
+    out = engine.state.batch
+    assert out["image"].shape == (12, 1, 128, 128) and out["label"].shape == (12, 1, 128, 128)
+    assert torch.equal(out["image"][:10], images) and torch.equal(out["label"][:10], labels)
+    generated = out["label"][10:]
+    assert generated.min() >= 0 and generated.max() <= 1 and torch.isfinite(out["image"][10:]).all()
+    small = SimpleNamespace(state=SimpleNamespace(batch={"image": images[:2], "label": labels[:2]}))
+    aug(small)
+    assert small.state.batch["image"].shape[0] == 3  # at least one generated pair
+    with pytest.raises(ValueError):
+        VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=1.5)

@@ -34,6 +34,12 @@ class VAEBatchAugmentation:
         self.vae, self.fraction, self.latent_noise_std = vae, fraction, latent_noise_std
         self.image_key, self.label_key = image_key, label_key
 
+    @classmethod
+    def from_checkpoint(cls, vae: torch.nn.Module, checkpoint: str, device: torch.device | str = "cpu", **kwargs):
+        """Load ``checkpoint`` (a state dict, as ``CheckpointSaver`` writes it) into ``vae`` on ``device``."""
+        vae.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+        return cls(vae.to(device).eval(), **kwargs)
+
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from ignite.engine import Engine, Events
 
@@ -42,6 +44,10 @@ class VAEBatchAugmentation:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self)
+        logging.getLogger(__name__).info(
+            f"VAE augmentation: {self.fraction:.0%} of each batch re-generated with latent noise "
+            f"std {self.latent_noise_std} and appended"
+        )
 
     def generate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generated (images, soft masks) for one batch part; shapes as the inputs."""

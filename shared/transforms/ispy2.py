@@ -21,10 +21,10 @@ __all__ = ["ispy2_volume_transforms", "ispy2_slice_transforms"]
 
 
 def ispy2_volume_transforms(
-    keys: Sequence[str], pixdim: Sequence[float], image_keys: Sequence[str] = ("t2",)
+    keys: Sequence[str], pixdim: Sequence[float], image_keys: Sequence[str] = ("t2",), track_meta: bool = False
 ) -> list[Transform]:
     """Load the NIfTI volumes (channel first), check for NaNs, reorient to RAS and resample to ``pixdim``
-    (images bilinear, masks nearest)."""
+    (images bilinear, masks nearest). ``track_meta`` keeps the metadata that ``Invertd`` needs at inference."""
     keys = list(keys)
     modes = ["bilinear" if k in image_keys else "nearest" for k in keys]
     return [
@@ -32,7 +32,7 @@ def ispy2_volume_transforms(
         CheckFinited(list(image_keys)),
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys, pixdim=pixdim, mode=modes),
-        EnsureTyped(keys, dtype="float32", track_meta=False),
+        EnsureTyped(keys, dtype="float32", track_meta=track_meta),
     ]
 
 

@@ -14,3 +14,14 @@ class FlairThreshold(torch.nn.Module):
         fg = (x[:, :1] > self.threshold).float()
         zeros = torch.zeros_like(fg)
         return torch.cat([1 - fg, zeros, fg, zeros], dim=1)
+
+
+class BrightSlice(torch.nn.Module):
+    """One logit a pixel, positive where the (per-slice normalised) input is above ``threshold``."""
+
+    def __init__(self, threshold: float = 1.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * (x[:, :1] - self.threshold)

@@ -6,8 +6,9 @@ The hub endpoint and token come from ``HF_ENDPOINT`` / ``HF_TOKEN`` (or the toke
 Steps: (1) check the bundle (metadata schema, version in the changelog, LICENSE and model card, ``verify_net_in_out``,
 TorchScript export checked against eager at two input sizes); (2) build a clean copy that vendors the ``shared``
 modules its configs import, so it needs only the packages its metadata lists; (3) write the model card, with the
-metrics of ``eval/test_metrics.json`` when the evaluate config has produced them; (4) carry ``models/*.pt`` and the
-exported ``models/model.ts``; (5) push with ``monai.bundle.push_to_hf_hub`` (tags: the version and
+metrics of ``eval/test_metrics.json`` when the evaluate config has produced them; (4) carry ``models/*.pt`` and each network
+exported to ``models/<checkpoint>.ts`` (the inference config's ``export_networks``, default ``network_def`` ->
+``models/model.pt``); (5) push with ``monai.bundle.push_to_hf_hub`` (tags: the version and
 ``latest_version``) or write a zip. Nothing is pushed when a check fails. After a successful push the source
 bundle's ``large_files.yml`` records the pushed weights' URL, pinned to the version tag, and sha256.
 """
@@ -83,47 +84,73 @@ def shared_modules_used(config_texts: list[str]) -> set[str]:
 
 
 # --- checks ------------------------------------------------------------------------------------------------------
-def _export_and_compare(bundle: Path, meta: dict, destination: Path) -> str:
-    """Export ``network_def`` to TorchScript (scripted, else traced), compare with eager at two sizes; return how."""
+def _networks(bundle: Path) -> dict[str, str]:
+    """``{net_id: checkpoint}`` to export: the inference config's ``export_networks``, else the zoo default."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    return dict(parser.get("export_networks", {"network_def": "models/model.pt"}))
+
+
+def _data_format(meta: dict, net_id: str) -> dict:
+    """``network_def`` -> ``network_data_format``, ``vae_def`` -> ``vae_data_format``."""
+    key = net_id[: -len("_def")] + "_data_format" if net_id.endswith("_def") else f"{net_id}_data_format"
+    if key not in meta:
+        raise PublishError(f"metadata has no {key} for network {net_id}")
+    return meta[key]
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, destination: Path) -> str:
+    """Export ``net_id`` to TorchScript (scripted, else traced), compare with eager at two sizes; return how."""
     from monai.bundle import ConfigParser, ckpt_export
 
     config = bundle / "configs" / "inference.json"
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(bundle)
-    eager = parser.get_parsed_content("network_def")
-    eager.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu"))
+    eager = parser.get_parsed_content(net_id)
+    eager.load_state_dict(torch.load(bundle / checkpoint, map_location="cpu", weights_only=True))
     eager.eval()
-    image = next(iter(meta["network_data_format"]["inputs"].values()))
+    image = next(iter(_data_format(meta, net_id)["inputs"].values()))
     shapes = [
         [1, image["num_channels"], *(int(eval(str(s), {"n": n})) for s in image["spatial_shape"])] for n in (2, 3)
     ]
-    common = dict(net_id="network_def", filepath=str(destination), ckpt_file=str(bundle / "models" / "model.pt"),
+    common = dict(net_id=net_id, filepath=str(destination), ckpt_file=str(bundle / checkpoint),
                   meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(config), bundle_root=str(bundle))
     try:
         ckpt_export(**common)
         how = "scripted"
     except Exception as e:
-        logger.info(f"torch.jit.script failed ({type(e).__name__}); exporting by tracing")
+        logger.info(f"torch.jit.script of {net_id} failed ({type(e).__name__}); exporting by tracing")
         ckpt_export(**common, use_trace=True, input_shape=shapes[0])
         how = "traced"
     exported = torch.jit.load(str(destination))
     with torch.no_grad():
         for shape in shapes:
             x = torch.randn(shape)
-            if not torch.allclose(exported(x), eager(x), atol=1e-4):
-                raise PublishError(f"the {how} TorchScript model differs from eager at input {shape}")
+            if not torch.allclose(_first(exported(x)), _first(eager(x)), atol=1e-4):
+                raise PublishError(f"the {how} TorchScript {net_id} differs from eager at input {shape}")
     return how
 
 
-def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_to: Path) -> list[str]:
-    """Run every check; return what passed, raise :class:`PublishError` listing what failed."""
+def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_dir: Path) -> list[str]:
+    """Run every check, exporting each network to ``export_dir``; return what passed, raise
+    :class:`PublishError` listing what failed."""
     from monai.bundle import verify_metadata, verify_net_in_out
 
     problems, passed = [], []
-    for required in ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md", "models/model.pt"):
+    for required in ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md"):
         if not (bundle / required).is_file():
             problems.append(f"missing {required}")
+    if problems:
+        raise PublishError("; ".join(problems))
+    networks = _networks(bundle)
+    problems += [f"missing {ckpt}" for ckpt in networks.values() if not (bundle / ckpt).is_file()]
     if problems:
         raise PublishError("; ".join(problems))
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
@@ -137,8 +164,12 @@ def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_to
         "verify_net_in_out": lambda: verify_net_in_out(
             net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
             config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle)),
-        "TorchScript export": lambda: _export_and_compare(bundle, meta, export_to),
     }
+    export_dir.mkdir(parents=True, exist_ok=True)
+    for net_id, ckpt in networks.items():
+        target = export_dir / (Path(ckpt).stem + ".ts")
+        checks[f"TorchScript export of {net_id}"] = (
+            lambda n=net_id, c=ckpt, t=target: _export_and_compare(bundle, meta, n, c, t))
     for name, check in checks.items():
         try:
             result = check()
@@ -165,7 +196,7 @@ def _model_card(bundle: Path) -> str:
     return card
 
 
-def build_package(bundle: Path, staging: Path, version: str, repo: str, endpoint: str, model_ts: Path) -> Path:
+def build_package(bundle: Path, staging: Path, version: str, repo: str, endpoint: str, export_dir: Path) -> Path:
     """A clean copy of ``bundle`` under ``staging/<name>`` with the shared code it imports and its weights."""
     target = staging / bundle.name
     target.mkdir(parents=True)
@@ -184,7 +215,8 @@ def build_package(bundle: Path, staging: Path, version: str, repo: str, endpoint
     for weights in sorted((bundle / "models").glob("*.pt")):
         if not TRAINING_STATE.match(weights.name):
             shutil.copy2(weights, target / "models" / weights.name)
-    shutil.copy2(model_ts, target / "models" / "model.ts")
+    for exported in sorted(export_dir.glob("*.ts")):
+        shutil.copy2(exported, target / "models" / exported.name)
     texts = [p.read_text() for p in (target / "configs").glob("*.json")]
     for module in sorted(shared_modules_used(texts)):
         src = _module_file(module)
@@ -220,14 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="publish_") as tmp:
         tmp_path = Path(tmp)
         schema = args.schema_file or tmp_path / Path(meta.get("schema", "schema.json")).name
-        model_ts = tmp_path / "model.ts"
+        export_dir = tmp_path / "exported"
         try:
-            passed = check_bundle(bundle, version, schema, model_ts)
+            passed = check_bundle(bundle, version, schema, export_dir)
         except PublishError as e:
             logger.error(f"not published, a check failed: {e}")
             return 1
         logger.info("checks passed: " + ", ".join(passed))
-        package = build_package(bundle, tmp_path / "staging", version, args.repo, endpoint, model_ts)
+        package = build_package(bundle, tmp_path / "staging", version, args.repo, endpoint, export_dir)
         files = sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
         logger.info(f"package {package.name}: {len(files)} files: {files}")
         if args.dry_run:

@@ -230,3 +230,23 @@ def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
                             timeout=900)
     assert result.returncode == 0, result.stdout[-6000:]
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_publish_exports_both_networks(vae, work, tmp_path):
+    import zipfile
+
+    bundle = tmp_path / BUNDLE.name
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.ts"))
+    args = {**work, "ckpt_dir": str(bundle / "models"), "output_dir": str(tmp_path / "eval")}
+    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"), *overrides(args)], cwd=tmp_path)
+    shutil.copy(vae, bundle / "models" / "vae_t2_mask.pt")
+    schema = SCHEMA_DIR / "meta_schema_20240725.json"
+    cmd = [sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/ispy2", "--zip", str(tmp_path / "b.zip"),
+           *(["--schema-file", str(schema)] if schema.is_file() else [])]
+    result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "TorchScript export of vae_def (scripted)" in result.stdout
+    names = set(zipfile.ZipFile(tmp_path / "b.zip").namelist())
+    for path in ("models/model.pt", "models/model.ts", "models/vae_t2_mask.pt", "models/vae_t2_mask.ts",
+                 "shared/networks/multimodal_vae.py", "shared/inferers.py"):
+        assert f"{BUNDLE.name}/{path}" in names

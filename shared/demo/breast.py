@@ -23,7 +23,7 @@ from scipy import ndimage
 __all__ = ["make_breast_case", "ensure_breast_demo"]
 
 logger = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
@@ -72,7 +72,7 @@ def make_breast_case(
     candidates = np.argwhere(ndimage.binary_erosion(fgt > 0, iterations=3))
     for _ in range(1 if rng.random() < 0.7 else 2):
         c = candidates[rng.integers(len(candidates))] * np.asarray(spacing) + [x.min(), 0, z.min()]
-        radius = rng.uniform(6, 16)
+        radius = rng.uniform(12, 25)  # I-SPY2 enrols locally advanced tumours (>= 2.5 cm)
         d = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 * rng.uniform(0.7, 1.3))
         mask |= d < radius * (1 + 0.25 * _noise(rng, shape, 3))
     mask &= breasts
@@ -93,7 +93,7 @@ def make_breast_case(
     return t2, mask.astype(np.uint8), affine
 
 
-def ensure_breast_demo(root: str, num_patients: int = 12, seed: int = 6698) -> str:
+def ensure_breast_demo(root: str, num_patients: int = 16, seed: int = 6698) -> str:
     """Generate the demo set into ``root`` unless it is already there with the same settings; return ``root``."""
     root_path = Path(root)
     settings = {"version": GENERATOR_VERSION, "num_patients": num_patients, "seed": seed}

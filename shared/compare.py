@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 __all__ = ["compare_variants"]
 

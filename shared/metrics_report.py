@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.engines import Workflow
 from monai.metrics import ConfusionMatrixMetric
-from monai.utils import MetricReduction
 
 __all__ = ["SegmentationReport"]
 

@@ -43,6 +43,16 @@ def run_bundle(args: list[str], cwd: Path, env: dict | None = None, check: bool 
     return result
 
 
+def run_torchrun(config_files: list[Path], args: dict[str, str], cwd: Path, nproc: int = 2):
+    """``torchrun --nproc_per_node=N -m monai.bundle run training`` on the CPU (gloo), asserting success."""
+    config = "[" + ",".join(f"'{c}'" for c in config_files) + "]"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
+           "training", "--config_file", config, *overrides(args)]
+    result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:]
+    return result
+
+
 @pytest.fixture(scope="session")
 def brats_demo_dir(tmp_path_factory) -> Path:
     from shared.demo.brats import ensure_brats_demo

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import BRATS, REPO, SCHEMA_DIR, TINY_TRAIN, overrides, run_bundle
+from conftest import BRATS, REPO, SCHEMA_DIR, TINY_TRAIN, overrides, run_bundle, run_torchrun
 
 pytestmark = pytest.mark.slow
 CONFIGS = BRATS / "configs"
@@ -152,12 +150,7 @@ def test_multi_gpu_config_with_torchrun_on_cpu(brats_workdir, tmp_path):
     args = {**brats_workdir, **TINY_TRAIN, "train#trainer#epoch_length": "1",
             "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
             "split#val_fraction": "0.4", "split#test_fraction": "0.2"}
-    config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-           "training", "--config_file", config, *overrides(args)]
-    result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-6000:]
+    run_torchrun([CONFIGS / 'train.json', CONFIGS / 'multi_gpu_train.json'], args, tmp_path)
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "last.pt").is_file()
 
 

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, SCHEMA_DIR, overrides, run_bundle
+from conftest import REPO, SCHEMA_DIR, overrides, run_bundle, run_torchrun
 from shared.datasets.ispy2 import TumourSliceDataset, build_ispy2_datalist, discover_patients, load_study_pickles
 from shared.transforms.ispy2 import ispy2_volume_transforms
 
@@ -223,12 +223,7 @@ def test_metadata_and_verify_net_in_out(tmp_path):
 def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
     args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
             "split#val_fraction": "0.4"}
-    config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-           "training", "--config_file", config, *overrides(args)]
-    result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-6000:]
+    run_torchrun([CONFIGS / 'train.json', CONFIGS / 'multi_gpu_train.json'], args, tmp_path)
     assert (tmp_path / "models" / "model.pt").is_file()
 
 

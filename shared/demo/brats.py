@@ -11,16 +11,13 @@ on a BraTS-like grid (240x240x155 at 1 mm, LPS-style affine) so the configs that
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from shared.demo.cache import generate_once, save_nifti
 from shared.demo.mni import MNITemplate, load_mni_template
 
 __all__ = ["ensure_brats_demo", "make_brats_case", "BRATS_MODALITIES"]
@@ -145,39 +142,18 @@ def make_brats_case(seed: int, voxel_size: float = 1.0) -> tuple[dict[str, np.nd
     return images, seg, affine
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    nib.save(image, str(path))
-
-
 def ensure_brats_demo(root: str, num_cases: int = 10, voxel_size: float = 1.0, seed: int = 2020) -> str:
-    """Generate the demo set into ``root`` unless it is already there with the same settings; return ``root``.
+    """Generate the demo set into ``root`` unless it is already there with the same settings; return ``root``."""
 
-    Safe to call from several processes at once (e.g. torchrun ranks): generation holds a file lock.
-    """
-    root_path = Path(root)
-    settings = {"version": GENERATOR_VERSION, "num_cases": num_cases, "voxel_size": voxel_size, "seed": seed}
-    manifest = root_path / "demo_manifest.json"
-    root_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{root_path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if manifest.is_file() and json.loads(manifest.read_text()) == settings:
-            return str(root_path)
-        if root_path.exists():
-            shutil.rmtree(root_path)
-        staging = root_path.with_name(root_path.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        logger.info(f"generating {num_cases} BraTS demo cases ({voxel_size} mm) into {root_path}")
+    def build(staging: Path) -> None:
+        logger.info(f"generating {num_cases} BraTS demo cases ({voxel_size} mm) into {root}")
         for index in range(1, num_cases + 1):
             case = f"BraTS20_Training_{index:03d}"
-            (staging / case).mkdir(parents=True)
+            (staging / case).mkdir()
             images, seg, affine = make_brats_case(seed + index, voxel_size)
             for modality, image in images.items():
-                _save(image, affine, staging / case / f"{case}_{modality}.nii.gz")
-            _save(seg, affine, staging / case / f"{case}_seg.nii.gz")
-        (staging / manifest.name).write_text(json.dumps(settings, indent=2))
-        staging.rename(root_path)
-    return str(root_path)
+                save_nifti(image, affine, staging / case / f"{case}_{modality}.nii.gz")
+            save_nifti(seg, affine, staging / case / f"{case}_seg.nii.gz")
+
+    settings = {"version": GENERATOR_VERSION, "num_cases": num_cases, "voxel_size": voxel_size, "seed": seed}
+    return generate_once(root, settings, build)

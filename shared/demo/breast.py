@@ -10,15 +10,13 @@ fibroglandular region. Files::
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from shared.demo.cache import generate_once, save_nifti
 
 __all__ = ["make_breast_case", "ensure_breast_demo"]
 
@@ -95,27 +93,15 @@ def make_breast_case(
 
 def ensure_breast_demo(root: str, num_patients: int = 16, seed: int = 6698) -> str:
     """Generate the demo set into ``root`` unless it is already there with the same settings; return ``root``."""
-    root_path = Path(root)
-    settings = {"version": GENERATOR_VERSION, "num_patients": num_patients, "seed": seed}
-    manifest = root_path / "demo_manifest.json"
-    root_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{root_path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if manifest.is_file() and json.loads(manifest.read_text()) == settings:
-            return str(root_path)
-        shutil.rmtree(root_path, ignore_errors=True)
-        staging = root_path.with_name(root_path.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        logger.info(f"generating {num_patients} I-SPY2-style demo patients into {root_path}")
+
+    def build(staging: Path) -> None:
+        logger.info(f"generating {num_patients} I-SPY2-style demo patients into {root}")
         for index in range(1, num_patients + 1):
             patient = f"ISPY2-{100000 + index}"
-            (staging / patient).mkdir(parents=True)
+            (staging / patient).mkdir()
             t2, mask, affine = make_breast_case(seed + index)
-            for name, array in (("t2", t2), ("mask", mask)):
-                image = nib.Nifti1Image(array, affine)
-                image.set_qform(affine, code=1)
-                image.set_sform(affine, code=1)
-                nib.save(image, str(staging / patient / f"{patient}_{name}.nii.gz"))
-        (staging / manifest.name).write_text(json.dumps(settings, indent=2))
-        staging.rename(root_path)
-    return str(root_path)
+            save_nifti(t2, affine, staging / patient / f"{patient}_t2.nii.gz")
+            save_nifti(mask, affine, staging / patient / f"{patient}_mask.nii.gz")
+
+    settings = {"version": GENERATOR_VERSION, "num_patients": num_patients, "seed": seed}
+    return generate_once(root, settings, build)

@@ -31,16 +31,26 @@ def generate_pairs(
     image_size: Sequence[int] = (128, 128),
     seed: int = 0,
     device: torch.device | str = "cpu",
+    sources: Sequence[torch.Tensor] | None = None,
+    latent_noise_std: float = 0.5,
 ) -> list[str]:
-    """Decode ``num_samples`` latents drawn from N(0, I); save each channel (``names``, masks named ``"mask"``) as
+    """Decode ``num_samples`` latents and save each channel (``names``, masks named ``"mask"``) as
     ``synthetic_<i>_<name>.nii.gz`` and as a side-by-side ``synthetic_<i>.png``, plus ``grid_preview.png``.
+
+    With ``sources`` (real inputs (C, H, W), used in turn) each latent is a source's encoding plus
+    N(0, ``latent_noise_std``) noise, the study's augmentation scheme; without, latents are drawn from N(0, I).
     Returns the written paths."""
     os.makedirs(output_dir, exist_ok=True)
     vae = vae.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
-        mu, _ = vae.encode(torch.zeros(1, len(names), *image_size, device=device))
-        z = torch.randn((num_samples, *mu.shape[1:]), generator=generator).to(device)
+        if sources:
+            picked = torch.stack([torch.as_tensor(sources[i % len(sources)]) for i in range(num_samples)]).float()
+            mu, _ = vae.encode(picked.to(device))
+            z = mu + latent_noise_std * torch.randn(mu.shape, generator=generator).to(device)
+        else:
+            mu, _ = vae.encode(torch.zeros(1, len(names), *image_size, device=device))
+            z = torch.randn((num_samples, *mu.shape[1:]), generator=generator).to(device)
         samples = vae.decode(z).float().cpu().numpy()
     if not np.isfinite(samples).all():
         raise ValueError("the VAE decoded non-finite values; check the checkpoint.")

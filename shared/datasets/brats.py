@@ -14,7 +14,6 @@ from shared.datasets.splits import split_cases, write_datalist
 
 __all__ = [
     "MODALITIES",
-    "LABEL_VALUES",
     "find_case_files",
     "discover_cases",
     "CheckedCases",
@@ -26,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 # The study drops T1; the network sees FLAIR, T1Gd and T2 in this channel order.
 MODALITIES = ("flair", "t1ce", "t2")
-LABEL_VALUES = (0, 1, 2, 4)
 _NIFTI = re.compile(r"\.nii(\.gz)?$")
 
 

@@ -81,23 +81,11 @@ def test_single_modality_vae(work, tmp_path):
     assert state["encoder.0.0.weight"].shape[1] == 1 and not any(k.startswith("decoders.1") for k in state)
 
 
-def test_unet_with_and_without_vae_augmentation_then_evaluate(vae, work, tmp_path):
-    for augment in ("False", "True"):
-        args = {**work, "augment_with_vae": augment, "vae_checkpoint": str(vae),
-                "ckpt_dir": str(tmp_path / augment / "models"), "output_dir": str(tmp_path / augment / "eval")}
-        out = run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"), *overrides(args)],
-                         cwd=tmp_path).stdout
-        assert ("VAE augmentation: 20% of each batch" in out) == (augment == "True")
-        assert (tmp_path / augment / "models" / "model.pt").is_file()
-        run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
-                    *overrides(args)], cwd=tmp_path)
-        result = json.loads((tmp_path / augment / "eval" / "per_patient_dice.json").read_text())
-        assert result["num_cases"] == 1 and 0.0 <= result["mean_dice"] <= 1.0
-    datalist = json.loads((tmp_path / "True" / "eval" / "datalist.json").read_text())
-    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [3, 1, 1]
+@pytest.fixture(scope="module")
+def compared(vae, work, tmp_path_factory) -> tuple[Path, str]:
+    """compare.json: both U-Nets (without / with VAE augmentation) trained and evaluated on the same split."""
+    out = tmp_path_factory.mktemp("compare")
 
-
-def test_compare_writes_the_with_without_table(vae, work, tmp_path):
     def value(v: str):
         try:
             return ast.literal_eval(v)
@@ -105,10 +93,32 @@ def test_compare_writes_the_with_without_table(vae, work, tmp_path):
             return v
 
     inner = {k: value(v) for k, v in work.items() if k not in ("ckpt_dir", "output_dir")}
-    run_bundle(["run", "--config_file", str(CONFIGS / "compare.json"), "--output_dir", str(tmp_path),
-                "--vae_checkpoint", str(vae), "--overrides", repr(inner)], cwd=tmp_path)
-    rows = (tmp_path / "comparison.csv").read_text().splitlines()
+    log = run_bundle(["run", "--config_file", str(CONFIGS / "compare.json"), "--output_dir", str(out),
+                      "--vae_checkpoint", str(vae), "--overrides", repr(inner)], cwd=out).stdout
+    return out, log
+
+
+def test_each_unet_variant_is_trained_and_evaluated(compared):
+    out, log = compared
+    without_log, with_log = log.split("variant with_vae: training", 1)
+    assert "VAE augmentation: 20% of each batch" not in without_log
+    assert "VAE augmentation: 20% of each batch" in with_log
+    for variant in ("without_vae", "with_vae"):
+        assert (out / variant / "models" / "model.pt").is_file()
+        result = json.loads((out / variant / "eval" / "per_patient_dice.json").read_text())
+        assert result["num_cases"] == 1 and 0.0 <= result["mean_dice"] <= 1.0
+        datalist = json.loads((out / variant / "eval" / "datalist.json").read_text())
+        assert [len(datalist[k]) for k in ("training", "validation", "test")] == [3, 1, 1]
+
+
+def test_compare_writes_the_with_without_table(compared):
+    out, _ = compared
+    rows = (out / "comparison.csv").read_text().splitlines()
     assert rows[0] == "case,without_vae,with_vae" and rows[-2].startswith("mean,") and len(rows) == 4
+    summary = json.loads((out / "comparison.json").read_text())
+    for variant in ("without_vae", "with_vae"):
+        per_patient = json.loads((out / variant / "eval" / "per_patient_dice.json").read_text())
+        assert summary[variant]["mean_dice"] == per_patient["mean_dice"]
 
 
 def _reoriented(src: Path, dst: Path) -> Path:
@@ -227,13 +237,12 @@ def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-def test_publish_exports_both_networks(vae, work, tmp_path):
+def test_publish_exports_both_networks(vae, compared, tmp_path):
     import zipfile
 
     bundle = tmp_path / BUNDLE.name
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.ts"))
-    args = {**work, "ckpt_dir": str(bundle / "models"), "output_dir": str(tmp_path / "eval")}
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"), *overrides(args)], cwd=tmp_path)
+    shutil.copy(compared[0] / "without_vae" / "models" / "model.pt", bundle / "models" / "model.pt")
     shutil.copy(vae, bundle / "models" / "vae_t2_mask.pt")
     schema = SCHEMA_DIR / "meta_schema_20240725.json"
     cmd = [sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/ispy2", "--zip", str(tmp_path / "b.zip"),

@@ -193,6 +193,12 @@ def _model_card(bundle: Path) -> str:
                 rows.append(f"| {name} | {m['dice']:.3f} | {m['iou']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} |")
         card += (f"\n## Metrics of the published weights\n\nMeasured by `configs/evaluate.json` on "
                  f"{table.get('num_cases', '?')} test case(s), micro-aggregated:\n\n" + "\n".join(rows) + "\n")
+    per_case = bundle / "eval" / "per_patient_dice.json"
+    if per_case.is_file():
+        result = json.loads(per_case.read_text())
+        card += (f"\n## Metrics of the published weights\n\nMeasured by `configs/evaluate.json`: mean Dice "
+                 f"{result['mean_dice']:.3f} over {result['num_cases']} test patient(s) (micro Dice "
+                 f"{result['micro_dice']:.3f}).\n")
     return card
 
 

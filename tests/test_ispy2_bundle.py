@@ -244,13 +244,17 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.ts"))
     shutil.copy(compared[0] / "without_vae" / "models" / "model.pt", bundle / "models" / "model.pt")
     shutil.copy(vae, bundle / "models" / "vae_t2_mask.pt")
+    (bundle / "eval").mkdir()
+    shutil.copy(compared[0] / "without_vae" / "eval" / "per_patient_dice.json", bundle / "eval")
     schema = SCHEMA_DIR / "meta_schema_20240725.json"
     cmd = [sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/ispy2", "--zip", str(tmp_path / "b.zip"),
            *(["--schema-file", str(schema)] if schema.is_file() else [])]
     result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "TorchScript export of vae_def (scripted)" in result.stdout
-    names = set(zipfile.ZipFile(tmp_path / "b.zip").namelist())
+    archive = zipfile.ZipFile(tmp_path / "b.zip")
+    assert "test patient(s) (micro Dice" in archive.read(f"{BUNDLE.name}/docs/README.md").decode()
+    names = set(archive.namelist())
     for path in ("models/model.pt", "models/model.ts", "models/vae_t2_mask.pt", "models/vae_t2_mask.ts",
                  "shared/networks/multimodal_vae.py", "shared/inferers.py"):
         assert f"{BUNDLE.name}/{path}" in names

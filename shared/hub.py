@@ -8,7 +8,6 @@ only checks sizes, so the sha256 is checked here and a file that fails it is del
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from shared.data.integrity import sha256_file, verify_sha256, write_sha256
+
 __all__ = [
-    "sha256_of",
     "read_large_files",
     "published_entry",
     "fetch_published_file",
@@ -31,14 +31,6 @@ logger = logging.getLogger(__name__)
 
 class WeightsUnavailableError(RuntimeError):
     """Published weights could not be fetched or failed verification."""
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_large_files(bundle_root: str | Path) -> list[dict]:
@@ -90,7 +82,7 @@ def fetch_published_file(
         raise WeightsUnavailableError(
             f"no sha256 is recorded for {filename}: it has not been published yet (python -m shared.publish)."
         )
-    if destination.is_file() and sha256_of(destination) == sha256:
+    if destination.is_file() and sha256_file(destination) == sha256:
         return destination
     where = f"{repo}@{revision}/{filename}"
     try:  # LocalEntryNotFoundError subclasses EntryNotFoundError: it must come first
@@ -110,7 +102,7 @@ def fetch_published_file(
         ) from e
     except EntryNotFoundError as e:
         raise WeightsUnavailableError(f"{where}: no such file at version {revision!r}.") from e
-    actual = sha256_of(cached)
+    actual = sha256_file(cached)
     if actual != sha256:
         _drop_cached(cached)
         raise WeightsUnavailableError(
@@ -120,6 +112,7 @@ def fetch_published_file(
     partial = destination.with_name(destination.name + ".partial")
     shutil.copyfile(cached, partial)
     partial.replace(destination)
+    write_sha256(destination, sha256)
     logger.info(f"fetched {where} (sha256 verified) to {destination}")
     return destination
 
@@ -131,15 +124,19 @@ def ensure_weights(
     use_published: bool = False,
     repo: str | None = None,
     token: str | bool | None = None,
+    train_config: str = "configs/train.json",
 ) -> str:
-    """The checkpoint a config should load: ``path`` if it exists, else (when ``use_published``) the file published
-    as ``published_path`` in ``bundle_root/large_files.yml``, fetched from ``repo`` (default: the recorded one) and
-    verified into ``path``; else a ``FileNotFoundError`` that says how to get weights."""
+    """The checkpoint a config should load, checked against the sha256 recorded beside it: ``path`` if it exists,
+    else (when ``use_published``) the file published as ``published_path`` in ``bundle_root/large_files.yml``,
+    fetched from ``repo`` (default: the recorded one) and verified into ``path``; else a ``FileNotFoundError`` that
+    says how to get weights (``train_config`` trains them). A file that fails its check raises
+    ``shared.data.integrity.WeightsIntegrityError`` naming it."""
     if os.path.isfile(path):
+        verify_sha256(path)
         return path
     if not use_published:
         raise FileNotFoundError(
-            f"{path} does not exist. Train the bundle first (configs/train.json, run id training), or use the "
+            f"{path} does not exist. Train the bundle first ({train_config}, run id training), or use the "
             f"published weights: add --use_published_weights True, or run "
             f"python -m monai.bundle download_large_files --bundle_path {bundle_root}"
         )

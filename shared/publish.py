@@ -3,14 +3,17 @@
     python -m shared.publish bundles/<bundle> --repo <namespace>/<bundle> [--version V] [--dry-run | --zip out.zip]
 
 The hub endpoint and token come from ``HF_ENDPOINT`` / ``HF_TOKEN`` (or the token stored by ``hf auth login``).
-Steps: (1) check the bundle (metadata schema, version in the changelog, LICENSE and model card, ``verify_net_in_out``,
-TorchScript export checked against eager at two input sizes); (2) build a clean copy that vendors the ``shared``
-modules its configs import, so it needs only the packages its metadata lists; (3) write the model card, with the
-metrics of ``eval/test_metrics.json`` when the evaluate config has produced them; (4) carry ``models/*.pt`` and each network
-exported to ``models/<checkpoint>.ts`` (the inference config's ``export_networks``, default ``network_def`` ->
-``models/model.pt``); (5) push with ``monai.bundle.push_to_hf_hub`` (tags: the version and
-``latest_version``) or write a zip. Nothing is pushed when a check fails. After a successful push the source
-bundle's ``large_files.yml`` records the pushed weights' URL, pinned to the version tag, and sha256.
+Steps: (1) check the bundle: metadata schema, version in the changelog, LICENSE and model card, and for every
+network the inference config exports (``export_networks``, default ``network_def`` -> ``models/model.pt``) its
+input/output format against the metadata and a TorchScript export that must match eager at two input sizes;
+(2) build a clean copy that runs without this repository: the bundle's ``scripts`` and the ``shared`` modules it
+uses, vendored under ``<bundle>_scripts`` (a package name private to the bundle, so that two published bundles load
+side by side in one process), the configs rewritten to that name, and ``shared/configs/multi_gpu_train.json`` added;
+(3) write the model card, appending the metric tables (Markdown) that the inference config lists under
+``model_card_metrics`` when the evaluate config has written them; (4) carry ``models/*.pt`` with their sha256
+sidecars and each exported TorchScript file; (5) push with ``monai.bundle.push_to_hf_hub`` (tags: the version and
+``latest_version``) or write a zip. Nothing is pushed when a check fails. After a push, the source bundle's
+``large_files.yml`` records the pushed weights' URL, pinned to the version tag, and sha256.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import ast
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -27,20 +31,36 @@ from pathlib import Path
 
 import torch
 
-from shared.hub import record_published_file, sha256_of
+from shared.data.integrity import sha256_file, write_sha256
+from shared.hub import record_published_file
 
-__all__ = ["check_bundle", "build_package", "shared_modules_used", "main"]
+__all__ = ["check_bundle", "build_package", "private_package_name", "shared_modules_used", "imports_of", "main"]
 
 logger = logging.getLogger("shared.publish")
 SHARED_ROOT = Path(__file__).resolve().parent
-TRAINING_STATE = re.compile(r"^(last|checkpoint_.*)\.pt$")
+MULTI_GPU_CONFIG = SHARED_ROOT / "configs" / "multi_gpu_train.json"
+TRAINING_STATE = re.compile(r"^(last|checkpoint_.*|state_iteration=.*)\.pt$")
+CONFIG_MODULE = re.compile(r"(?<![\w.])(scripts|shared)\.(?=[A-Za-z_])")
+IMPORT_SHARED = re.compile(r"^(\s*(?:from|import)\s+)shared(?=[.\s])", re.MULTILINE)
 
 
 class PublishError(RuntimeError):
     """A check failed; nothing was published."""
 
 
-# --- vendoring ---------------------------------------------------------------------------------------------------
+# --- the import closure ------------------------------------------------------------------------------------------
+def imports_of(source: str) -> set[str]:
+    """Absolute module names that ``source`` imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
 def _module_file(name: str) -> Path | None:
     """The source file of module ``name`` (``shared`` or ``shared.x.y``) of this package, if it exists."""
     base = SHARED_ROOT.joinpath(*name.split(".")[1:])
@@ -55,14 +75,16 @@ def _as_module(dotted: str) -> str | None:
     """The longest prefix of ``dotted`` (``shared.x.y.Name``) that is a module of the shared package."""
     parts = dotted.split(".")
     for end in range(len(parts), 0, -1):
-        if _module_file(".".join(parts[:end])):
+        if parts[0] == "shared" and _module_file(".".join(parts[:end])):
             return ".".join(parts[:end])
     return None
 
 
-def shared_modules_used(config_texts: list[str]) -> set[str]:
-    """Every ``shared`` module the configs reference, with what those import, and their parent packages."""
+def shared_modules_used(config_texts: list[str], script_sources: list[str] = ()) -> set[str]:
+    """Every ``shared`` module that the configs reference or the bundle's scripts import, with what those import,
+    and their parent packages."""
     pending = {m for t in config_texts for d in re.findall(r"\bshared(?:\.\w+)+", t) if (m := _as_module(d))}
+    pending |= {m for src in script_sources for n in imports_of(src) if (m := _as_module(n))}
     pending.add("shared")
     found: set[str] = set()
     while pending:
@@ -72,25 +94,39 @@ def shared_modules_used(config_texts: list[str]) -> set[str]:
         found.add(name)
         parts = name.split(".")
         pending.update(".".join(parts[:i]) for i in range(1, len(parts)))
-        tree = ast.parse(_module_file(name).read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            pending.update(m for n in names if n.split(".")[0] == "shared" and (m := _as_module(n)))
+        pending.update(m for n in imports_of(_module_file(name).read_text()) if (m := _as_module(n)))
     return found
 
 
+def private_package_name(bundle: Path) -> str:
+    """The import name of a published bundle's code: its ``scripts`` and the vendored ``shared`` modules."""
+    return f"{bundle.name}_scripts"
+
+
+def _rewrite_config(text: str, package: str) -> str:
+    return CONFIG_MODULE.sub(lambda m: f"{package}." if m.group(1) == "scripts" else f"{package}.shared.", text)
+
+
+def _rewrite_imports(source: str, package: str) -> str:
+    return IMPORT_SHARED.sub(rf"\1{package}.shared", source)
+
+
 # --- checks ------------------------------------------------------------------------------------------------------
-def _networks(bundle: Path) -> dict[str, str]:
-    """``{net_id: checkpoint}`` to export: the inference config's ``export_networks``, else the zoo default."""
+def _inference_parser(bundle: Path):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
-    return dict(parser.get("export_networks", {"network_def": "models/model.pt"}))
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
+def _networks(bundle: Path) -> dict[str, str]:
+    """``{net_id: checkpoint}`` to export: the inference config's ``export_networks``, else the zoo default."""
+    parser = _inference_parser(bundle)
+    if "export_networks" not in parser:
+        return {"network_def": "models/model.pt"}
+    return dict(parser.get_parsed_content("export_networks"))
 
 
 def _data_format(meta: dict, net_id: str) -> dict:
@@ -105,21 +141,43 @@ def _first(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+def _fake_inputs(data_format: dict) -> tuple[list[list[int]], torch.dtype]:
+    image = next(iter(data_format["inputs"].values()))
+    shapes = [[1, image["num_channels"], *(int(eval(str(s), {"n": n})) for s in image["spatial_shape"])]
+              for n in (2, 3)]
+    return shapes, getattr(torch, image.get("dtype", "float32"))
+
+
+def _check_in_out(bundle: Path, meta: dict, net_id: str) -> str:
+    """The network's output channels and dtype for inputs of its metadata format (its first output, for networks
+    that return a tuple, which ``monai.bundle.verify_net_in_out`` cannot check)."""
+    from monai.bundle import verify_net_in_out
+
+    if net_id == "network_def":
+        verify_net_in_out(net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"),
+                          config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle))
+        return "monai.bundle.verify_net_in_out"
+    data_format = _data_format(meta, net_id)
+    shapes, dtype = _fake_inputs(data_format)
+    output = next(iter(data_format["outputs"].values()))
+    network = _inference_parser(bundle).get_parsed_content(net_id).eval()
+    with torch.no_grad():
+        out = _first(network(torch.rand(shapes[0], dtype=dtype)))
+    if out.shape[1] != output["num_channels"] or str(out.dtype) != f"torch.{output.get('dtype', 'float32')}":
+        raise PublishError(f"{net_id} gives {out.shape[1]} {out.dtype} channel(s), the metadata says "
+                           f"{output['num_channels']} {output.get('dtype', 'float32')}")
+    return "output channels and dtype as in the metadata"
+
+
 def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, destination: Path) -> str:
     """Export ``net_id`` to TorchScript (scripted, else traced), compare with eager at two sizes; return how."""
-    from monai.bundle import ConfigParser, ckpt_export
+    from monai.bundle import ckpt_export
 
     config = bundle / "configs" / "inference.json"
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    parser["bundle_root"] = str(bundle)
-    eager = parser.get_parsed_content(net_id)
+    eager = _inference_parser(bundle).get_parsed_content(net_id)
     eager.load_state_dict(torch.load(bundle / checkpoint, map_location="cpu", weights_only=True))
     eager.eval()
-    image = next(iter(_data_format(meta, net_id)["inputs"].values()))
-    shapes = [
-        [1, image["num_channels"], *(int(eval(str(s), {"n": n})) for s in image["spatial_shape"])] for n in (2, 3)
-    ]
+    shapes, dtype = _fake_inputs(_data_format(meta, net_id))
     common = dict(net_id=net_id, filepath=str(destination), ckpt_file=str(bundle / checkpoint),
                   meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(config), bundle_root=str(bundle))
     try:
@@ -132,23 +190,40 @@ def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, 
     exported = torch.jit.load(str(destination))
     with torch.no_grad():
         for shape in shapes:
-            x = torch.randn(shape)
+            x = torch.randn(shape).to(dtype)
             if not torch.allclose(_first(exported(x)), _first(eager(x)), atol=1e-4):
                 raise PublishError(f"the {how} TorchScript {net_id} differs from eager at input {shape}")
     return how
 
 
+def _verify_schema(meta_file: Path, schema_file: Path | None, meta: dict) -> None:
+    from monai.bundle import verify_metadata
+
+    if schema_file is None or not schema_file.is_file():
+        url = meta.get("schema", "")
+        target = schema_file or Path(tempfile.mkdtemp()) / Path(url).name
+        try:
+            verify_metadata(meta_file=str(meta_file), filepath=str(target))
+        except Exception as e:
+            if target.is_file():
+                raise
+            raise PublishError(f"could not fetch the metadata schema {url} ({type(e).__name__}: {e}); "
+                               f"offline, pass a local copy with --schema-file") from e
+        return
+    verify_metadata(meta_file=str(meta_file), filepath=str(schema_file))
+
+
 def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_dir: Path) -> list[str]:
     """Run every check, exporting each network to ``export_dir``; return what passed, raise
     :class:`PublishError` listing what failed."""
-    from monai.bundle import verify_metadata, verify_net_in_out
-
     problems, passed = [], []
     for required in ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md"):
         if not (bundle / required).is_file():
             problems.append(f"missing {required}")
     if problems:
         raise PublishError("; ".join(problems))
+    if str(bundle) not in sys.path:  # the configs reach the bundle's own code as `scripts.*`, as `run` does
+        sys.path.insert(1, str(bundle))
     networks = _networks(bundle)
     problems += [f"missing {ckpt}" for ckpt in networks.values() if not (bundle / ckpt).is_file()]
     if problems:
@@ -158,15 +233,10 @@ def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_di
         problems.append(f"metadata version is {meta.get('version')!r}, publishing {version!r}")
     if version not in meta.get("changelog", {}):
         problems.append(f"version {version} is not in the metadata changelog")
-    checks = {
-        "metadata schema": lambda: verify_metadata(
-            meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema_file)),
-        "verify_net_in_out": lambda: verify_net_in_out(
-            net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"),
-            config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle)),
-    }
+    checks = {"metadata schema": lambda: _verify_schema(bundle / "configs" / "metadata.json", schema_file, meta)}
     export_dir.mkdir(parents=True, exist_ok=True)
     for net_id, ckpt in networks.items():
+        checks[f"input/output of {net_id}"] = lambda n=net_id: _check_in_out(bundle, meta, n)
         target = export_dir / (Path(ckpt).stem + ".ts")
         checks[f"TorchScript export of {net_id}"] = (
             lambda n=net_id, c=ckpt, t=target: _export_and_compare(bundle, meta, n, c, t))
@@ -183,55 +253,61 @@ def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_di
 
 # --- packaging ---------------------------------------------------------------------------------------------------
 def _model_card(bundle: Path) -> str:
+    """The bundle's model card, with the metric tables its evaluate config wrote (``model_card_metrics``)."""
     card = (bundle / "docs" / "README.md").read_text()
-    metrics = bundle / "eval" / "test_metrics.json"
-    if metrics.is_file():
-        table = json.loads(metrics.read_text())
-        rows = ["| | Dice | IoU | precision | recall |", "|---|---|---|---|---|"]
-        for kind in ("classes", "regions"):
-            for name, m in table.get(kind, {}).items():
-                rows.append(f"| {name} | {m['dice']:.3f} | {m['iou']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} |")
-        card += (f"\n## Metrics of the published weights\n\nMeasured by `configs/evaluate.json` on "
-                 f"{table.get('num_cases', '?')} test case(s), micro-aggregated:\n\n" + "\n".join(rows) + "\n")
-    per_case = bundle / "eval" / "per_patient_dice.json"
-    if per_case.is_file():
-        result = json.loads(per_case.read_text())
-        card += (f"\n## Metrics of the published weights\n\nMeasured by `configs/evaluate.json`: mean Dice "
-                 f"{result['mean_dice']:.3f} over {result['num_cases']} test patient(s) (micro Dice "
-                 f"{result['micro_dice']:.3f}).\n")
+    tables = [(bundle / p).read_text().strip() for p in _inference_parser(bundle).get("model_card_metrics", [])
+              if (bundle / p).is_file()]
+    if tables:
+        card += "\n## Metrics of the published weights\n\n" + "\n\n".join(tables) + "\n"
     return card
 
 
-def build_package(bundle: Path, staging: Path, version: str, repo: str, endpoint: str, export_dir: Path) -> Path:
-    """A clean copy of ``bundle`` under ``staging/<name>`` with the shared code it imports and its weights."""
+def _copy_package_sources(source_root: Path, target_root: Path, files: list[Path], package: str) -> None:
+    for src in files:
+        dst = target_root / src.relative_to(source_root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(_rewrite_imports(src.read_text(), package))
+
+
+def build_package(bundle: Path, staging: Path, version: str, repo: str, export_dir: Path) -> Path:
+    """A clean copy of ``bundle`` under ``staging/<name>`` with its code, the shared code it uses and its weights."""
+    from huggingface_hub import hf_hub_url
+
     target = staging / bundle.name
-    target.mkdir(parents=True)
-    for item in ("configs", "LICENSE", "large_files.yml"):
-        src = bundle / item
-        if src.is_dir():
-            shutil.copytree(src, target / item)
-        elif src.is_file():
-            shutil.copy2(src, target / item)
+    package = private_package_name(bundle)
+    (target / "configs").mkdir(parents=True)
+    configs = sorted((bundle / "configs").iterdir()) + [MULTI_GPU_CONFIG]
+    for config in configs:
+        if config.is_file():
+            text = config.read_text()
+            (target / "configs" / config.name).write_text(
+                text if config.suffix != ".json" or config.name == "metadata.json" else _rewrite_config(text, package))
+    for item in ("LICENSE", "large_files.yml"):
+        if (bundle / item).is_file():
+            shutil.copy2(bundle / item, target / item)
     (target / "docs").mkdir()
     for doc in (bundle / "docs").iterdir():
         if doc.is_file() and doc.name != "README.md":
             shutil.copy2(doc, target / "docs" / doc.name)
     (target / "docs" / "README.md").write_text(_model_card(bundle))
+
+    scripts = sorted((bundle / "scripts").rglob("*.py")) if (bundle / "scripts").is_dir() else []
+    _copy_package_sources(bundle / "scripts", target / package, scripts, package)
+    (target / package / "__init__.py").touch()
+    modules = shared_modules_used([c.read_text() for c in configs if c.suffix == ".json"],
+                                  [p.read_text() for p in scripts])
+    _copy_package_sources(SHARED_ROOT, target / package / "shared", [_module_file(m) for m in sorted(modules)], package)
+
     (target / "models").mkdir()
     for weights in sorted((bundle / "models").glob("*.pt")):
         if not TRAINING_STATE.match(weights.name):
             shutil.copy2(weights, target / "models" / weights.name)
     for exported in sorted(export_dir.glob("*.ts")):
         shutil.copy2(exported, target / "models" / exported.name)
-    texts = [p.read_text() for p in (target / "configs").glob("*.json")]
-    for module in sorted(shared_modules_used(texts)):
-        src = _module_file(module)
-        dst = target / src.relative_to(SHARED_ROOT.parent)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
     for weights in sorted((target / "models").iterdir()):
-        url = f"{endpoint.rstrip('/')}/{repo}/resolve/{version}/models/{weights.name}"
-        record_published_file(target, f"models/{weights.name}", url, sha256_of(weights))
+        digest = write_sha256(weights)
+        url = hf_hub_url(repo, f"models/{weights.name}", revision=version)
+        record_published_file(target, f"models/{weights.name}", url, digest)
     return target
 
 
@@ -252,20 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle.resolve()
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     version = args.version or meta["version"]
-    import huggingface_hub.constants
-
-    endpoint = huggingface_hub.constants.ENDPOINT
     with tempfile.TemporaryDirectory(prefix="publish_") as tmp:
         tmp_path = Path(tmp)
-        schema = args.schema_file or tmp_path / Path(meta.get("schema", "schema.json")).name
         export_dir = tmp_path / "exported"
         try:
-            passed = check_bundle(bundle, version, schema, export_dir)
+            passed = check_bundle(bundle, version, args.schema_file, export_dir)
         except PublishError as e:
             logger.error(f"not published, a check failed: {e}")
             return 1
         logger.info("checks passed: " + ", ".join(passed))
-        package = build_package(bundle, tmp_path / "staging", version, args.repo, endpoint, export_dir)
+        package = build_package(bundle, tmp_path / "staging", version, args.repo, export_dir)
         files = sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
         logger.info(f"package {package.name}: {len(files)} files: {files}")
         if args.dry_run:
@@ -275,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             archive = shutil.make_archive(str(args.zip.resolve().with_suffix("")), "zip", package.parent, package.name)
             logger.info(f"wrote {archive}")
             return 0
-        import os
-
+        from huggingface_hub import hf_hub_url
         from monai.bundle import push_to_hf_hub
 
         try:
@@ -286,10 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # the hub client's messages name the repo and status, never the token
             logger.error(f"push to {args.repo} failed: {type(e).__name__}: {e}")
             return 1
-        for weights in sorted((package / "models").iterdir()):
+        for weights in sorted((package / "models").glob("*.pt")) + sorted((package / "models").glob("*.ts")):
             rel = f"models/{weights.name}"
-            url = f"{endpoint.rstrip('/')}/{args.repo}/resolve/{version}/{rel}"
-            record_published_file(bundle, rel, url, sha256_of(weights))
+            record_published_file(bundle, rel, hf_hub_url(args.repo, rel, revision=version), sha256_file(weights))
         logger.info(f"pushed {args.repo} at {version} (tagged latest_version); recorded in {bundle / 'large_files.yml'}")
     return 0
 

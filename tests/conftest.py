@@ -9,9 +9,34 @@ from pathlib import Path
 
 import pytest
 
+from helpers.bundle_scripts import bundle_module
+
+pytest_plugins = ["helpers.hub_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 BRATS = REPO / "bundles" / "brats_mri_slice_segmentation"
+ISPY2 = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
+MULTI_GPU = REPO / "shared" / "configs" / "multi_gpu_train.json"
 SCHEMA_DIR = REPO.parent / "shared" / "schema"  # the steering folder beside the checkout, when present
+SCHEMA = SCHEMA_DIR / "meta_schema_20240725.json"
+
+
+def official_schema(tmp_path: Path) -> Path:
+    """The official metadata schema: the local copy beside the checkout; without it (offline, no steering folder)
+    the test is skipped, since the schema cannot be downloaded."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"the official MONAI metadata schema is not available offline ({SCHEMA} is missing)")
+    return SCHEMA
+
+
+def stand_in_schema(tmp_path: Path) -> Path:
+    """The official schema when it is available, else a permissive stand-in, for tests of what surrounds the
+    schema check (publishing) rather than of the metadata itself."""
+    if SCHEMA.is_file():
+        return SCHEMA
+    stand_in = tmp_path / "stand_in_schema.json"
+    stand_in.write_text('{"type": "object"}')
+    return stand_in
 
 # 3 mm demo volumes (80x80x52) and 64x64 patches keep every config run to seconds on 2 CPU cores.
 TINY_BRATS = {
@@ -43,20 +68,20 @@ def run_bundle(args: list[str], cwd: Path, env: dict | None = None, check: bool 
     return result
 
 
-def run_torchrun(config_files: list[Path], args: dict[str, str], cwd: Path, nproc: int = 2):
+def run_torchrun(config_files: list[Path], args: dict[str, str], cwd: Path, nproc: int = 2, env: dict | None = None):
     """``torchrun --nproc_per_node=N -m monai.bundle run training`` on the CPU (gloo), asserting success."""
     config = "[" + ",".join(f"'{c}'" for c in config_files) + "]"
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
            "training", "--config_file", config, *overrides(args)]
-    result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+                            env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stdout[-6000:]
     return result
 
 
 @pytest.fixture(scope="session")
 def brats_demo_dir(tmp_path_factory) -> Path:
-    from shared.demo.brats import ensure_brats_demo
-
+    ensure_brats_demo = bundle_module(BRATS, "demo").ensure_brats_demo
     root = tmp_path_factory.mktemp("brats_demo") / "MICCAI_BraTS2020_TrainingData"
     return Path(ensure_brats_demo(str(root), num_cases=int(TINY_BRATS["demo#num_cases"]), voxel_size=3.0))
 
@@ -92,3 +117,16 @@ def trained(brats_workdir, tmp_path_factory) -> dict[str, str]:
     run_bundle(["run", "training", "--config_file", str(BRATS / "configs" / "train.json"),
                 *overrides({**brats_workdir, **TINY_TRAIN})], cwd=elsewhere)
     return brats_workdir
+
+
+@pytest.fixture(scope="session")
+def breast_demo(tmp_path_factory) -> Path:
+    """Five I-SPY2-style demo patients."""
+    ensure_breast_demo = bundle_module(ISPY2, "demo").ensure_breast_demo
+    return Path(ensure_breast_demo(str(tmp_path_factory.mktemp("ispy2") / "ISPY2"), num_patients=5))
+
+
+# the I-SPY2 demo's own grid (no resampling) and 1 epoch of small batches keep each run to seconds
+TINY_ISPY2 = {"demo#num_patients": "5", "pixdim": "[1.4, 1.4, 3.0]", "slice_size": "[256, 160]",
+              "train#trainer#max_epochs": "1", "train#dataloader#batch_size": "16",
+              "validate#dataloader#batch_size": "16"}

@@ -7,9 +7,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shared.datasets.brats import build_datalist, check_cases, discover_cases, find_case_files
-from shared.datasets.nifti_checks import InvalidInputError, check_nifti_group
-from shared.datasets.splits import split_cases
+from conftest import BRATS
+from helpers.bundle_scripts import bundle_module
+from shared.data.errors import InvalidInputError
+from shared.data.nifti_checks import check_nifti_group
+from shared.data.splits import split_cases
+
+layout = bundle_module(BRATS, "layout")
+build_datalist, check_cases = layout.build_datalist, layout.check_cases
+discover_cases, find_case_files = layout.discover_cases, layout.find_case_files
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 
@@ -32,8 +38,7 @@ def test_demo_layout_labels_and_geometry(brats_demo_dir):
 
 
 def test_demo_is_deterministic(brats_demo_dir, tmp_path):
-    from shared.demo.brats import ensure_brats_demo
-
+    ensure_brats_demo = bundle_module(BRATS, "demo").ensure_brats_demo
     again = ensure_brats_demo(str(tmp_path / "again"), num_cases=1, voxel_size=3.0)
     a = nib.load(brats_demo_dir / "BraTS20_Training_001" / "BraTS20_Training_001_t1ce.nii.gz").get_fdata()
     b = nib.load(f"{again}/BraTS20_Training_001/BraTS20_Training_001_t1ce.nii.gz").get_fdata()

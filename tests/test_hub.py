@@ -16,65 +16,24 @@ import pytest
 import torch
 import yaml
 
-from conftest import BRATS, REPO, SCHEMA_DIR, TINY_BRATS, overrides
+from conftest import BRATS, TINY_BRATS, overrides
 from helpers.fake_hub import FakeHub
+from helpers.hub_fixtures import bundle_copy, hub_env, publish, run_python
+from helpers.hub_fixtures import sha as _sha
 
 pytestmark = pytest.mark.slow
 NAME = BRATS.name
-REPO_ID = "testns/brats"
+REPO_ID = f"testns/{NAME}"
 VERSION = json.loads((BRATS / "configs" / "metadata.json").read_text())["version"]
-SCHEMA = SCHEMA_DIR / "meta_schema_20240725.json"
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def run_python(args: list[str], env: dict, cwd: Path, token: str | None = None) -> subprocess.CompletedProcess:
-    """A subprocess with the hub endpoint set before huggingface_hub is imported (it reads HF_ENDPOINT on import)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    full.update({"PYTHONUNBUFFERED": "1", **env})
-    if token:
-        full["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=900)
-
-
-def hub_env(hub: FakeHub, hf_home: Path, offline: bool = False) -> dict:
-    env = {"HF_ENDPOINT": hub.url, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(hf_home)}
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    return env
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with FakeHub(max_seconds=1500, max_requests=5000) as server:
-        yield server
 
 
 def _bundle_copy(trained: dict, dst: Path) -> Path:
     """A copy of the bundle (outside the repo) holding the tiny trained weights, to publish from."""
-    shutil.copytree(BRATS, dst, ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.ts"))
-    shutil.copy(Path(trained["ckpt_dir"]) / "model.pt", dst / "models" / "model.pt")
-    return dst
+    return bundle_copy(BRATS, dst, {"models/model.pt": Path(trained["ckpt_dir"]) / "model.pt"})
 
 
-def _publish(bundle: Path, hub: FakeHub, tmp: Path, *extra: str, token: str | None = None) -> subprocess.CompletedProcess:
-    schema = ["--schema-file", str(SCHEMA)] if SCHEMA.is_file() else []
-    return run_python(["-m", "shared.publish", str(bundle), "--repo", REPO_ID, *schema, *extra],
-                      hub_env(hub, tmp / "hf_publish"), cwd=tmp, token=token)
-
-
-@pytest.fixture(scope="module")
-def published(trained, hub, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("publish")
-    source = _bundle_copy(trained, tmp / NAME)
-    result = _publish(source, hub, tmp, "--public", token=hub.token)
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert hub.token not in result.stdout
-    return source
+def _publish(bundle: Path, hub: FakeHub, tmp: Path, *extra: str, token: str | None = None):
+    return publish(bundle, hub, tmp, *extra, token=token)
 
 
 def test_push_records_weights_and_download_round_trips(published, hub, tmp_path):
@@ -87,8 +46,11 @@ def test_push_records_weights_and_download_round_trips(published, hub, tmp_path)
     assert "models/model.ts" in entries
 
     hub_files = hub.repos[REPO_ID]["commits"][hub.repos[REPO_ID]["refs"][VERSION]]
-    assert {"README.md", "models/model.ts", "shared/networks/flexible_unet.py"} <= set(hub_files)
-    assert "shared/publish.py" not in hub_files and not any(p.startswith("tests/") for p in hub_files)
+    package = f"{NAME}_scripts"
+    assert {"README.md", "models/model.ts", f"{package}/shared/networks/flexible_unet.py",
+            f"{package}/layout.py"} <= set(hub_files)
+    assert f"{package}/shared/publish.py" not in hub_files and not any(p.startswith("tests/") for p in hub_files)
+    assert not any(p.startswith("shared/") or "multimodal_vae" in p or "networks.py" in p for p in hub_files)
     download = run_python(["-m", "monai.bundle", "download", "--name", NAME, "--source", "huggingface_hub",
                            "--repo", REPO_ID, "--version", VERSION, "--bundle_dir", str(tmp_path / "dl")],
                           hub_env(hub, tmp_path / "hf"), cwd=tmp_path, token=hub.token)
@@ -98,7 +60,7 @@ def test_push_records_weights_and_download_round_trips(published, hub, tmp_path)
         assert _sha(got / path) == hashlib.sha256(content).hexdigest(), path
     assert _sha(got / "models" / "model.pt") == _sha(published / "models" / "model.pt")
 
-    from shared.networks import ExportableFlexibleUNet
+    from shared.networks.flexible_unet import ExportableFlexibleUNet
 
     eager = ExportableFlexibleUNet(3, 4, "resnet34", spatial_dims=2).eval()
     eager.load_state_dict(torch.load(got / "models" / "model.pt"))
@@ -115,48 +77,6 @@ def test_download_large_files_restores_published_weights(published, hub, tmp_pat
                         hub_env(hub, tmp_path / "hf"), cwd=tmp_path, token=hub.token)
     assert result.returncode == 0, result.stdout[-4000:]
     assert _sha(bundle / "models" / "model.pt") == _sha(published / "models" / "model.pt")
-
-
-ISOLATED_RUN = """
-import os, runpy, sys
-repo = sys.argv.pop(1)
-# make this repository unimportable: drop the editable install's finder and the checkout's own folders
-# (the virtual environment may live inside the checkout; its site-packages stay)
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
-own = {repo, os.path.join(repo, "tests"), os.path.join(repo, "tests", "helpers")}
-sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) not in own]
-sys.path_importer_cache.clear()
-try:
-    import shared
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shared is still importable from {shared.__file__}")
-sys.argv = ["monai.bundle"] + sys.argv[1:]
-runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
-"""
-
-
-def test_published_copy_runs_standalone_without_this_repository(published, hub, brats_demo_dir, tmp_path):
-    outside = tmp_path / "standalone"
-    shutil.copytree(published, outside / NAME, ignore=shutil.ignore_patterns("shared"))
-    # what the published copy carries, not the repository: take `shared` from the hub's files
-    hub_files = hub.repos[REPO_ID]["commits"][hub.repos[REPO_ID]["refs"][VERSION]]
-    for path, content in hub_files.items():
-        if path.startswith("shared/"):
-            (outside / NAME / path).parent.mkdir(parents=True, exist_ok=True)
-            (outside / NAME / path).write_bytes(content)
-    cwd = tmp_path / "somewhere_else"
-    cwd.mkdir()
-    args = {"dataset_dir": str(brats_demo_dir / "BraTS20_Training_004"), "output_dir": str(tmp_path / "out"),
-            "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"], "dataloader#num_workers": "0"}
-    result = run_python(["-c", ISOLATED_RUN, str(REPO), "run", "--config_file",
-                         str(outside / NAME / "configs" / "inference.json"), *overrides(args)],
-                        {"PYTHONPATH": ""}, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-6000:]
-    pred = nib.load(tmp_path / "out" / "BraTS20_Training_004_pred.nii.gz")
-    assert pred.shape == nib.load(brats_demo_dir / "BraTS20_Training_004" / "BraTS20_Training_004_t2.nii.gz").shape
 
 
 def test_inference_fetches_published_weights_once_then_works_offline(published, hub, brats_demo_dir, tmp_path):
@@ -240,19 +160,24 @@ def test_publish_refuses_a_failed_check_and_pushes_nothing(trained, hub, tmp_pat
 
 
 def test_publish_zip_is_a_self_contained_bundle_with_measured_metrics(trained, hub, tmp_path):
+    from shared.metrics.segmentation_report import SegmentationReport
+
     bundle = _bundle_copy(trained, tmp_path / NAME)
     (bundle / "eval").mkdir()
     row = {"dice": 0.5, "iou": 0.25, "precision": 0.75, "recall": 0.125, "accuracy": 0.9}
-    (bundle / "eval" / "test_metrics.json").write_text(json.dumps({"classes": {"ED": row}, "regions": {}, "num_cases": 3}))
+    table = {"classes": {"ED": row}, "regions": {}, "num_cases": 3}
+    (bundle / "eval" / "test_metrics.md").write_text(SegmentationReport.markdown(table))  # as evaluate.json writes it
     result = _publish(bundle, hub, tmp_path, "--zip", str(tmp_path / "out.zip"))
     assert result.returncode == 0, result.stdout[-4000:]
     archive = zipfile.ZipFile(tmp_path / "out.zip")
     card = archive.read(f"{NAME}/docs/README.md").decode()
     assert "on 3 test case(s)" in card and "| ED | 0.500 | 0.250 | 0.750 | 0.125 |" in card
+    assert card.count("## Metrics of the published weights") == 1
     names = set(archive.namelist())
+    package = f"{NAME}/{NAME}_scripts"
     assert {f"{NAME}/configs/inference.json", f"{NAME}/models/model.pt", f"{NAME}/models/model.ts",
-            f"{NAME}/shared/hub.py", f"{NAME}/LICENSE", f"{NAME}/docs/README.md"} <= names
-    assert f"{NAME}/shared/publish.py" not in names
+            f"{package}/shared/hub.py", f"{NAME}/LICENSE", f"{NAME}/docs/README.md"} <= names
+    assert f"{package}/shared/publish.py" not in names
 
 
 @pytest.mark.real_hub

@@ -16,23 +16,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, SCHEMA_DIR, overrides, run_bundle, run_torchrun
-from shared.datasets.ispy2 import TumourSliceDataset, build_ispy2_datalist, discover_patients, load_study_pickles
-from shared.transforms.ispy2 import ispy2_volume_transforms
+from conftest import ISPY2, MULTI_GPU, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, run_torchrun, stand_in_schema
+from helpers.bundle_scripts import bundle_module
+
+layout = bundle_module(ISPY2, "layout")
+build_ispy2_datalist, discover_patients, load_study_pickles = (
+    layout.build_ispy2_datalist, layout.discover_patients, layout.load_study_pickles)
+TumourSliceDataset = bundle_module(ISPY2, "datasets").TumourSliceDataset
+ispy2_volume_transforms = bundle_module(ISPY2, "transforms").ispy2_volume_transforms
 
 pytestmark = pytest.mark.slow
-BUNDLE = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
+BUNDLE = ISPY2
 CONFIGS = BUNDLE / "configs"
-# the demo's own grid (no resampling) and 1 epoch of small batches keep each run to seconds
-TINY = {"demo#num_patients": "5", "pixdim": "[1.4, 1.4, 3.0]", "slice_size": "[256, 160]",
-        "train#trainer#max_epochs": "1", "train#dataloader#batch_size": "16", "validate#dataloader#batch_size": "16"}
-
-
-@pytest.fixture(scope="module")
-def breast_demo(tmp_path_factory) -> Path:
-    from shared.demo.breast import ensure_breast_demo
-
-    return Path(ensure_breast_demo(str(tmp_path_factory.mktemp("ispy2") / "ISPY2"), num_patients=5))
+TINY = TINY_ISPY2
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +141,9 @@ def test_inference_keeps_input_geometry_and_slice_range(breast_demo, tmp_path):
             "slice_size": TINY["slice_size"], "network_def": "{'_target_': 'oracle.BrightSlice'}",
             "handlers": "[]", "checkpoint": "None", "slice_range": "[5, 10]"}
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
-    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path, env=env)
+    result = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path,
+                        env=env, check=False)
+    assert result.returncode != 0 and "1 of 3 case(s) failed: ['broken']" in result.stdout
     report = json.loads((tmp_path / "out" / "inference_report.json").read_text())
     assert report["succeeded"] == ["ISPY2-100001", "moved"]
     assert "broken_t2.nii.gz: not a readable NIfTI file" in report["failed"][0]["error"]
@@ -212,19 +210,24 @@ def test_bad_inputs_are_clear_errors(breast_demo, tmp_path):
     assert [p["case"] for p in valid] == ["empty", "good"]
     from monai.transforms import Compose
 
+    # an empty mask is unusable for training: that patient is set aside with the reason, the others go on
+    dataset = TumourSliceDataset(valid, None, Compose(ispy2_volume_transforms(["t2", "mask"], (1.4, 1.4, 3.0))),
+                                 num_workers=0)
+    assert [r["case"] for r in dataset.set_aside] == ["empty"]
+    assert "empty_mask.nii.gz: the tumour mask is empty" in dataset.set_aside[0]["error"]
+    assert {dataset[i]["case"] for i in range(len(dataset))} == {"good"}
     with pytest.raises(ValueError, match="empty_mask.nii.gz: the tumour mask is empty"):
-        TumourSliceDataset(valid, Compose(ispy2_volume_transforms(["t2", "mask"], (1.4, 1.4, 3.0))), None,
+        TumourSliceDataset(valid[:1], None, Compose(ispy2_volume_transforms(["t2", "mask"], (1.4, 1.4, 3.0))),
                            num_workers=0)
 
 
-def test_metadata_and_verify_net_in_out(tmp_path):
+def test_metadata_is_valid_against_the_schema(tmp_path):
     from monai.bundle import verify_metadata
 
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    schema_file = tmp_path / Path(meta["schema"]).name
-    if (SCHEMA_DIR / schema_file.name).is_file():
-        shutil.copy(SCHEMA_DIR / schema_file.name, schema_file)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema_file))
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(official_schema(tmp_path)))
+
+
+def test_verify_net_in_out(tmp_path):
     out = run_bundle(["verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
                       "--config_file", str(CONFIGS / "inference.json")], cwd=tmp_path).stdout
     assert "verified with no error" in out
@@ -233,7 +236,7 @@ def test_metadata_and_verify_net_in_out(tmp_path):
 def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
     args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
             "split#val_fraction": "0.4"}
-    run_torchrun([CONFIGS / 'train.json', CONFIGS / 'multi_gpu_train.json'], args, tmp_path)
+    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
@@ -245,16 +248,20 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
     shutil.copy(compared[0] / "without_vae" / "models" / "model.pt", bundle / "models" / "model.pt")
     shutil.copy(vae, bundle / "models" / "vae_t2_mask.pt")
     (bundle / "eval").mkdir()
-    shutil.copy(compared[0] / "without_vae" / "eval" / "per_patient_dice.json", bundle / "eval")
-    schema = SCHEMA_DIR / "meta_schema_20240725.json"
+    shutil.copy(compared[0] / "without_vae" / "eval" / "per_patient_dice.md", bundle / "eval")
     cmd = [sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/ispy2", "--zip", str(tmp_path / "b.zip"),
-           *(["--schema-file", str(schema)] if schema.is_file() else [])]
+           "--schema-file", str(stand_in_schema(tmp_path))]
     result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "TorchScript export of vae_def (scripted)" in result.stdout
     archive = zipfile.ZipFile(tmp_path / "b.zip")
     assert "test patient(s) (micro Dice" in archive.read(f"{BUNDLE.name}/docs/README.md").decode()
     names = set(archive.namelist())
+    package = f"{BUNDLE.name}_scripts"
     for path in ("models/model.pt", "models/model.ts", "models/vae_t2_mask.pt", "models/vae_t2_mask.ts",
-                 "shared/networks/multimodal_vae.py", "shared/inferers.py"):
+                 "models/model.pt.sha256", f"{package}/networks.py", f"{package}/inferer.py",
+                 f"{package}/shared/engines/case_evaluator.py", "configs/multi_gpu_train.json"):
         assert f"{BUNDLE.name}/{path}" in names
+    # only the shared code the bundle uses is vendored: no other study's code, no publishing tool
+    assert f"{BUNDLE.name}/{package}/shared/publish.py" not in names
+    assert f"{BUNDLE.name}/{package}/shared/data/slice_patches.py" not in names

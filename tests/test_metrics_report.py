@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from shared.metrics_report import SegmentationReport
+from shared.metrics.segmentation_report import SegmentationReport
 
 
 def _onehot(labels, n=4):

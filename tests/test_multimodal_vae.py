@@ -1,13 +1,15 @@
 """The multimodal VAE, its loss and the VAE batch augmentation."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from shared.networks import MultimodalVAE, gaussian_kl, ispy2_multimodal_vae
-from shared.vae_augmentation import VAEBatchAugmentation
-from shared.vae_loss import MultimodalVAELoss
+from conftest import ISPY2
+from helpers.bundle_scripts import bundle_module
+
+networks = bundle_module(ISPY2, "networks")
+MultimodalVAE, gaussian_kl, ispy2_multimodal_vae = networks.MultimodalVAE, networks.gaussian_kl, networks.ispy2_multimodal_vae
+VAEBatchAugmentation = bundle_module(ISPY2, "vae_augmentation").VAEBatchAugmentation
+MultimodalVAELoss = bundle_module(ISPY2, "vae_loss").MultimodalVAELoss
 
 
 def test_study_preset_shapes_and_mask_range():
@@ -74,15 +76,24 @@ def test_vae_augmentation_appends_the_configured_fraction():
     torch.manual_seed(0)
     aug = VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=0.2, latent_noise_std=0.5)
     images, labels = torch.randn(10, 1, 128, 128), (torch.rand(10, 1, 128, 128) > 0.5).float()
-    engine = SimpleNamespace(state=SimpleNamespace(batch={"image": images, "label": labels}))
-    aug(engine)
-    out = engine.state.batch
+    out_images, out_labels = aug({"image": images, "label": labels})  # the trainer's prepare_batch
+    out = {"image": out_images, "label": out_labels}
     assert out["image"].shape == (12, 1, 128, 128) and out["label"].shape == (12, 1, 128, 128)
     assert torch.equal(out["image"][:10], images) and torch.equal(out["label"][:10], labels)
     generated = out["label"][10:]
     assert generated.min() >= 0 and generated.max() <= 1 and torch.isfinite(out["image"][10:]).all()
-    small = SimpleNamespace(state=SimpleNamespace(batch={"image": images[:2], "label": labels[:2]}))
-    aug(small)
-    assert small.state.batch["image"].shape[0] == 3  # at least one generated pair
+    small_images, _ = aug({"image": images[:2], "label": labels[:2]})
+    assert small_images.shape[0] == 3  # at least one generated pair
     with pytest.raises(ValueError):
         VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=1.5)
+
+
+def test_single_modality_vae_augments_with_the_sources_masks():
+    torch.manual_seed(0)
+    t2_only = VAEBatchAugmentation(networks.multimodal_vae(["t2"]), fraction=0.5)
+    images, labels = torch.randn(4, 1, 64, 64), (torch.rand(4, 1, 64, 64) > 0.5).float()
+    out_images, out_labels = t2_only({"image": images, "label": labels})
+    assert out_images.shape == out_labels.shape == (6, 1, 64, 64)
+    assert not torch.equal(out_images[4:], images[:2]) and torch.isfinite(out_images).all()
+    assert all(any(torch.equal(g, s) for s in labels) for g in out_labels[4:])  # generated images keep real masks
+    assert networks.vae_checkpoint_name(["t2"]) == "vae_t2.pt" and networks.vae_checkpoint_name(["t2", "mask"]) == "vae_t2_mask.pt"

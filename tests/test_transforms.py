@@ -8,10 +8,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from shared.datasets.slice_patches import SlicePatchDataset, patch_starts
-from shared.naming import case_name, case_name_formatter
-from shared.networks import ExportableFlexibleUNet, ZeroPadShortcut
-from shared.transforms import CheckFinite, CheckFinited, MaskedPercentileRescale, MaskedPercentileRescaled
+from shared.data.case_names import case_name
+from shared.data.slice_patches import SlicePatchDataset, plane_windows
+from shared.networks.flexible_unet import ExportableFlexibleUNet, ZeroPadShortcut
+from shared.transforms.intensity import MaskedPercentileRescale, MaskedPercentileRescaled
+from shared.transforms.validation import CheckImageContent, CheckImageContentd, UnusableImageError
+from shared.writers.naming import case_name_formatter
 
 
 def test_rescale_full_range_of_nonzero_voxels():
@@ -51,9 +53,19 @@ def test_rescale_rejects_bad_percentiles():
 def test_check_finite_names_the_file():
     img = MetaTensor(torch.tensor([[1.0, float("nan"), float("inf")]]), meta={"filename_or_obj": "/data/a_t2.nii.gz"})
     with pytest.raises(ValueError, match=r"/data/a_t2.nii.gz: 2 voxel\(s\) are NaN or infinite"):
-        CheckFinited("t2")({"t2": img})
-    ok = torch.ones(1, 3)
-    assert CheckFinite()(ok) is ok
+        CheckImageContentd("t2")({"t2": img})
+    ok = torch.arange(3.0)[None]
+    assert CheckImageContent()(ok) is ok
+
+
+def test_blank_and_empty_images_are_unusable():
+    blank = MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "/data/b_flair.nii.gz"})
+    with pytest.raises(UnusableImageError, match="/data/b_flair.nii.gz: every voxel is 0: the image is blank"):
+        CheckImageContentd("flair")({"flair": blank})
+    with pytest.raises(UnusableImageError, match="has no voxels"):
+        CheckImageContent()(torch.zeros(1, 0, 4))
+    constant_mask = torch.zeros(1, 4, 4)
+    assert CheckImageContent(allow_constant=True)(constant_mask) is constant_mask
 
 
 @pytest.mark.parametrize(
@@ -61,7 +73,9 @@ def test_check_finite_names_the_file():
     [(10, 4, 0.0, [0, 4, 6]), (10, 4, 0.5, [0, 2, 4, 6]), (3, 4, 0.0, [0]), (8, 4, 0.0, [0, 4])],
 )
 def test_patch_starts(size, patch, overlap, expected):
-    assert patch_starts(size, patch, overlap) == expected
+    windows = plane_windows((size, size), (patch, patch), overlap)
+    assert sorted({y for y, _, _, _ in windows}) == expected == sorted({x for _, _, x, _ in windows})
+    assert all(y1 - y == min(size, patch) for y, y1, _, _ in windows)
 
 
 def _volume_case():

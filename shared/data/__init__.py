@@ -1,0 +1,1 @@
+"""Input checks, splits, datasets, the demo-data cache and weights-file integrity."""

@@ -1,1 +1,0 @@
-"""Dataset discovery, validation, splits and datasets for the studies' on-disk layouts."""

@@ -1,0 +1,1 @@
+"""Running bundle workflows: locating the bundle, evaluators that survive a bad case."""

@@ -1,0 +1,1 @@
+"""ignite handlers: crash-safe training state, best weights, progress."""

@@ -1,0 +1,236 @@
+"""Crash-safe training state: what a killed run needs to go on exactly where its last save left it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.data.utils import set_rnd
+from monai.utils import set_determinism
+
+from shared.data.integrity import recorded_sha256, save_with_sha256, sidecar_path, verify_sha256
+
+__all__ = ["TrainingState", "TrainingStateError", "STATE_FILE"]
+
+logger = logging.getLogger(__name__)
+STATE_FILE = re.compile(r"^state_iteration=(\d+)\.pt$")
+FORMAT = 1
+
+
+class TrainingStateError(RuntimeError):
+    """A saved training state cannot be used for this run."""
+
+
+def _unwrap(obj: Any) -> Any:
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+
+
+def _is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _case_names(split: Mapping | None) -> dict[str, list[str]]:
+    if not split:
+        return {}
+    return {section: [str(c.get("case", i)) if isinstance(c, Mapping) else str(c) for i, c in enumerate(split[section])]
+            for section in ("training", "validation") if section in split}
+
+
+class TrainingState:
+    """Save everything a resumed run needs, atomically (a partial file, then a rename, with a sha256 sidecar), at
+    the end of every epoch (after validation), every ``save_every_iterations`` iterations, and when training ends;
+    keep the ``keep_last`` newest states in ``state_dir`` as ``state_iteration=<n>.pt``. With ``resume``, load one
+    before the first iteration, so the run ends with exactly the epochs and iterations of an uninterrupted one.
+
+    A state holds: the trainer's progress (iteration, epoch length), the ``objects`` (networks, optimisers,
+    schedulers, any object with ``state_dict``), the trainer's AMP scaler, the validator's best metric and its epoch
+    (so best-weights selection goes on where it stopped), and the settings it was saved under: epoch length, batch
+    size, world size, each network's parameter shapes and the training / validation cases of ``split``. A state whose
+    settings differ from the run's is refused with the differences. ``max_epochs`` may grow: resuming with a larger
+    one trains on.
+
+    Each epoch reseeds the random generators from ``seed`` and the epoch number (torch, numpy, Python, and the
+    dataset's transforms when the loader has no workers), so resuming from an end-of-epoch state replays the same
+    batches and augmentations as the uninterrupted run. A mid-epoch state finishes its epoch with the same number of
+    iterations but freshly drawn batches. Only rank 0 writes; every rank loads.
+
+    Args:
+        state_dir: folder of the state files.
+        objects: the run's stateful objects besides the trainer, e.g. ``{"network": ..., "optimizer": ...}``.
+        validator: the validation engine, if any.
+        split: the datalist the run trains on (``{"training": [...], "validation": [...]}``).
+        resume: ``None`` (start afresh), ``"latest"`` (the newest complete state in ``state_dir``; afresh when there
+            is none), or the path of a state file, which must exist.
+        save_every_iterations: also save every N iterations, for long epochs; ``None``: epoch ends only.
+        keep_last: how many of the newest states to keep.
+        seed: base of the per-epoch seeds; ``None`` leaves the generators alone.
+    """
+
+    def __init__(
+        self,
+        state_dir: str,
+        objects: Mapping[str, Any],
+        validator: Engine | None = None,
+        split: Mapping | None = None,
+        resume: str | None = None,
+        save_every_iterations: int | None = None,
+        keep_last: int = 1,
+        seed: int | None = 0,
+    ) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}.")
+        self.state_dir, self.objects, self.validator = Path(state_dir), dict(objects), validator
+        self.cases = _case_names(split)
+        self.resume, self.save_every_iterations, self.keep_last, self.seed = resume, save_every_iterations, keep_last, seed
+        self._last_saved: int | None = None
+        if resume and str(resume) != "latest":
+            self._state_to_resume()  # a missing file stops the run before any data is loaded
+
+    # --- wiring ------------------------------------------------------------------------------------------------
+    def attach(self, engine: Engine) -> None:
+        self.trainer = engine
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        if self.save_every_iterations:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=int(self.save_every_iterations)), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        # The previous epoch's handlers (validation, LR schedule, best weights, early stopping) have all run by now,
+        # whatever order they were attached in: this is the end-of-epoch state.
+        self.save(engine)
+        if self.seed is not None:
+            seed = self.seed + engine.state.epoch
+            set_determinism(seed=seed)
+            loader = getattr(engine, "data_loader", None)
+            if loader is not None and getattr(loader, "num_workers", 1) == 0:
+                set_rnd(loader.dataset, seed)
+
+    def _stateful(self, engine: Engine) -> dict[str, Any]:
+        objects = {name: _unwrap(obj) for name, obj in self.objects.items() if obj is not None}
+        if getattr(engine, "scaler", None) is not None:
+            objects["scaler"] = engine.scaler
+        return objects
+
+    def _settings(self, engine: Engine) -> dict:
+        loader = getattr(engine, "data_loader", None)
+        networks = {name: [[k, list(v.shape)] for k, v in obj.state_dict().items()]
+                    for name, obj in self._stateful(engine).items() if isinstance(obj, torch.nn.Module)}
+        return {"epoch_length": engine.state.epoch_length, "batch_size": getattr(loader, "batch_size", None),
+                "world_size": dist.get_world_size() if dist.is_initialized() else 1, "networks": networks,
+                "cases": self.cases}
+
+    # --- saving ------------------------------------------------------------------------------------------------
+    def save(self, engine: Engine) -> Path | None:
+        iteration = engine.state.iteration
+        if iteration == 0 or iteration == self._last_saved or not _is_rank0():
+            return None
+        validator = None
+        if self.validator is not None:
+            validator = {"best_metric": self.validator.state.best_metric,
+                         "best_metric_epoch": self.validator.state.best_metric_epoch}
+        state = {
+            "format": FORMAT,
+            "trainer": engine.state_dict(),
+            "objects": {name: obj.state_dict() for name, obj in self._stateful(engine).items()},
+            "validator": validator,
+            "settings": self._settings(engine),
+        }
+        path = self.state_dir / f"state_iteration={iteration:09d}.pt"
+        save_with_sha256(state, path)
+        self._last_saved = iteration
+        self._prune()
+        epochs = iteration / engine.state.epoch_length
+        logger.info(f"training state after {epochs:g} epoch(s) ({iteration} iterations) saved to {path}")
+        return path
+
+    def _prune(self) -> None:
+        for old in self.states()[self.keep_last :]:
+            old.unlink(missing_ok=True)
+            sidecar_path(old).unlink(missing_ok=True)
+        for partial in self.state_dir.glob("*.partial"):
+            partial.unlink(missing_ok=True)
+
+    def states(self) -> list[Path]:
+        """The complete states in ``state_dir`` (a sha256 sidecar was written after them), newest first."""
+        if not self.state_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.state_dir.iterdir() if (m := STATE_FILE.match(p.name))]
+        return [p for _, p in sorted(found, reverse=True) if recorded_sha256(p) is not None]
+
+    # --- resuming ----------------------------------------------------------------------------------------------
+    def _state_to_resume(self) -> Path | None:
+        if not self.resume:
+            return None
+        if str(self.resume) == "latest":
+            states = self.states()
+            if not states:
+                logger.warning(f"--resume_checkpoint latest: no training state under {self.state_dir}; "
+                               "training starts from scratch.")
+                return None
+            return states[0]
+        path = Path(self.resume)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--resume_checkpoint {self.resume}: no such file. Pass 'latest' to resume from the newest state under "
+                f"{self.state_dir}, or the path of one of its state_iteration=<n>.pt files."
+            )
+        return path
+
+    def load(self, engine: Engine) -> None:
+        path = self._state_to_resume()
+        if path is None:
+            return
+        verify_sha256(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping) or state.get("format") != FORMAT:
+            raise TrainingStateError(f"{path} is not a training state written by shared.handlers.TrainingState.")
+        self._check_settings(path, state["settings"], self._settings(engine))
+        stateful = self._stateful(engine)
+        missing = sorted(set(stateful) - set(state["objects"]))
+        if missing:
+            raise TrainingStateError(f"{path} has no state for {missing}; it was saved by a different training setup.")
+        for name, obj in stateful.items():
+            obj.load_state_dict(state["objects"][name])
+        max_epochs = engine.state.max_epochs
+        engine.load_state_dict(state["trainer"])
+        if engine.state.epoch > max_epochs:
+            raise TrainingStateError(f"{path} is at epoch {engine.state.epoch}, beyond this run's max_epochs "
+                                     f"{max_epochs}; raise max_epochs to train on.")
+        engine.state.max_epochs = max_epochs
+        if self.validator is not None and state.get("validator"):
+            self.validator.state.best_metric = state["validator"]["best_metric"]
+            self.validator.state.best_metric_epoch = state["validator"]["best_metric_epoch"]
+        self._last_saved = engine.state.iteration
+        logger.info(f"resumed from {path}: epoch {engine.state.epoch}, iteration {engine.state.iteration} of "
+                    f"{max_epochs * engine.state.epoch_length}")
+
+    @staticmethod
+    def _check_settings(path: Path, saved: dict, current: dict) -> None:
+        problems = []
+        for key, what in (("epoch_length", "epoch length"), ("batch_size", "batch size"), ("world_size", "processes")):
+            if saved.get(key) != current.get(key):
+                problems.append(f"{what} {saved.get(key)} there, {current.get(key)} here")
+        for name, params in current["networks"].items():
+            theirs = {k: s for k, s in saved["networks"].get(name, [])}
+            ours = {k: s for k, s in params}
+            if theirs != ours:
+                differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+                problems.append(f"network {name!r} differs in {len(differ)} parameter(s), e.g. {differ[:3]}")
+        for section, cases in current["cases"].items():
+            theirs = saved["cases"].get(section)
+            if theirs is not None and theirs != cases:
+                changed = sorted(set(theirs) ^ set(cases))
+                problems.append(f"the {section} cases differ ({len(theirs)} there, {len(cases)} here; e.g. {changed[:3]})")
+        if problems:
+            raise TrainingStateError(
+                f"{path} was saved by a run with other settings, so it cannot be resumed here: " + "; ".join(problems)
+                + ". Resume with the original settings, or start afresh (no --resume_checkpoint)."
+            )
+

@@ -1,0 +1,1 @@
+"""Metric reports written as CSV / JSON tables."""

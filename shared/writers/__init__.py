@@ -1,0 +1,1 @@
+"""Writing inference outputs: file names and overlay pictures."""

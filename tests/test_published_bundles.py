@@ -1,0 +1,129 @@
+"""Published bundles run without this repository: every config, from another working directory, in processes where
+this checkout cannot be imported (torchrun workers included); and two published bundles load side by side."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from conftest import BRATS, ISPY2, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides
+from helpers.hub_fixtures import download, isolated_env, run_python
+
+pytestmark = pytest.mark.slow
+
+
+def _version(bundle: Path) -> str:
+    return json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+
+
+def _run(configs: list[Path], args: dict, cwd: Path, run_id: str | None = None, torchrun: bool = False) -> str:
+    """``python -m monai.bundle run`` (or torchrun with 2 CPU processes) with ``configs``, isolated; return the log."""
+    config = str(configs[0]) if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    command = ["-m", "monai.bundle", "run", *([run_id] if run_id else []), "--config_file", config, *overrides(args)]
+    if torchrun:
+        command = ["-m", "torch.distributed.run", "--nproc_per_node=2", *command]
+    result = run_python(command, isolated_env(), cwd=cwd)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-6000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def downloaded_brats(published, hub, tmp_path_factory) -> Path:
+    return download(hub, BRATS.name, _version(BRATS), tmp_path_factory.mktemp("users_brats"))
+
+
+@pytest.fixture(scope="module")
+def downloaded_ispy2(published_ispy2, hub, tmp_path_factory) -> Path:
+    return download(hub, ISPY2.name, _version(ISPY2), tmp_path_factory.mktemp("users_ispy2"))
+
+
+def _value(text: str):
+    """A command-line override's value as ``monai.bundle run`` reads it (Python literals, else the string)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def test_isolation_hides_this_repository(tmp_path):
+    result = run_python(["-c", "import shared"], isolated_env(), cwd=tmp_path)
+    assert result.returncode != 0 and "No module named 'shared'" in result.stdout
+
+
+def test_published_brats_runs_every_config_standalone(downloaded_brats, brats_demo_dir, tmp_path):
+    configs = downloaded_brats / "configs"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    work = {**TINY_BRATS, "demo#dir": str(brats_demo_dir), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval"), "split#val_fraction": "0.2", "split#test_fraction": "0.2"}
+    _run([configs / "train.json"], {**work, **TINY_TRAIN}, cwd, run_id="training")
+    assert (tmp_path / "models" / "model.pt").is_file()
+    _run([configs / "train.json", configs / "evaluate.json"], {**work, "validate#dataset#num_workers": "0"}, cwd)
+    assert (tmp_path / "eval" / "test_metrics.json").is_file()
+    case = brats_demo_dir / "BraTS20_Training_004"
+    _run([configs / "inference.json"], {"dataset_dir": str(case), "output_dir": str(tmp_path / "out"),
+                                        "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"],
+                                        "dataloader#num_workers": "0"}, cwd)  # the published weights
+    pred = nib.load(tmp_path / "out" / "BraTS20_Training_004_pred.nii.gz")
+    assert pred.shape == nib.load(case / "BraTS20_Training_004_t2.nii.gz").shape
+    _run([configs / "train.json", configs / "multi_gpu_train.json"],
+         {**work, **TINY_TRAIN, "train#trainer#epoch_length": "1", "ckpt_dir": str(tmp_path / "ddp"),
+          "split#val_fraction": "0.4"}, cwd, run_id="training", torchrun=True)
+    assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_demo, tmp_path):
+    configs = downloaded_ispy2 / "configs"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    work = {**TINY_ISPY2, "demo#dir": str(breast_demo), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval")}
+    _run([configs / "train_vae.json"], work, cwd, run_id="training")
+    _run([configs / "train_vae.json", configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
+    assert (tmp_path / "eval" / "generated" / "grid_preview.png").is_file()
+    log = _run([configs / "train.json"], {**work, "augment_with_vae": "True"}, cwd, run_id="training")
+    assert "VAE augmentation: 20% of each batch" in log
+    _run([configs / "train.json", configs / "evaluate.json"], work, cwd)
+    assert (tmp_path / "eval" / "per_patient_dice.json").is_file()
+    inner = {k: _value(v) for k, v in work.items() if k not in ("ckpt_dir", "output_dir")}
+    _run([configs / "compare.json"], {"output_dir": str(tmp_path / "compare"), "overrides": repr(inner),
+                                      "vae_checkpoint": str(tmp_path / "models" / "vae_t2_mask.pt")}, cwd)
+    assert (tmp_path / "compare" / "comparison.csv").is_file()
+    _run([configs / "inference.json"], {"dataset_dir": str(breast_demo), "output_dir": str(tmp_path / "out"),
+                                        "pixdim": TINY_ISPY2["pixdim"], "slice_size": TINY_ISPY2["slice_size"]}, cwd)
+    assert len(list((tmp_path / "out").glob("*_mask.nii.gz"))) == 5
+    _run([configs / "train.json", configs / "multi_gpu_train.json"],
+         {**work, "ckpt_dir": str(tmp_path / "ddp"), "split#val_fraction": "0.4"}, cwd, run_id="training",
+         torchrun=True)
+    assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+SIDE_BY_SIDE = """
+import json, sys
+from monai.bundle import run
+runs = json.loads(sys.argv[1])
+for config, args in runs:
+    run(config_file=config, **args)
+print(sorted(m for m in sys.modules if m.endswith("_scripts")))
+"""
+
+
+def test_two_published_bundles_load_side_by_side(downloaded_brats, downloaded_ispy2, brats_demo_dir, breast_demo,
+                                                 tmp_path):
+    runs = [
+        [str(downloaded_brats / "configs" / "inference.json"),
+         {"dataset_dir": str(brats_demo_dir / "BraTS20_Training_004"), "output_dir": str(tmp_path / "brats"),
+          "pixdim": [3.0, 3.0, 3.0], "patch_size": [64, 64], "dataloader#num_workers": 0}],
+        [str(downloaded_ispy2 / "configs" / "inference.json"),
+         {"dataset_dir": str(breast_demo), "output_dir": str(tmp_path / "ispy2"), "pixdim": [1.4, 1.4, 3.0],
+          "slice_size": [256, 160]}],
+    ]
+    result = run_python(["-c", SIDE_BY_SIDE, json.dumps(runs)], isolated_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert f"['{BRATS.name}_scripts', '{ISPY2.name}_scripts']" in result.stdout
+    assert (tmp_path / "brats" / "BraTS20_Training_004_pred.nii.gz").is_file()
+    assert len(list((tmp_path / "ispy2").glob("*_mask.nii.gz"))) == 5

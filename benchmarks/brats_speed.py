@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_mri_slice_segmentation"
+sys.path.insert(1, str(BUNDLE))  # the configs reach the bundle's own code as `scripts.*`, as `monai.bundle run` does
 
 
 def _sync(device: torch.device) -> None:
@@ -110,7 +112,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20, help="timed training iterations (after a warm-up epoch)")
     ap.add_argument("--dataset_dir", default=None, help="BraTS folder; default: the bundle's demo data")
     args = ap.parse_args()
-    overrides = {"train#dataset#cache_rate": 1.0}
+    overrides = {}
     if args.dataset_dir:
         overrides["dataset_dir"] = args.dataset_dir
     bundle_sps, network, config = bundle_trainer_steps_per_s(args.iterations, overrides)

@@ -16,7 +16,7 @@ from monai.utils import set_determinism
 
 from shared.data.integrity import recorded_sha256, save_with_sha256, sidecar_path, verify_sha256
 
-__all__ = ["TrainingState", "TrainingStateError", "STATE_FILE"]
+__all__ = ["TrainingState", "TrainingStateError", "STATE_FILE", "state_to_resume"]
 
 logger = logging.getLogger(__name__)
 STATE_FILE = re.compile(r"^state_iteration=(\d+)\.pt$")
@@ -40,6 +40,37 @@ def _case_names(split: Mapping | None) -> dict[str, list[str]]:
         return {}
     return {section: [str(c.get("case", i)) if isinstance(c, Mapping) else str(c) for i, c in enumerate(split[section])]
             for section in ("training", "validation") if section in split}
+
+
+def complete_states(state_dir: str | Path) -> list[Path]:
+    """The complete states in ``state_dir`` (a sha256 sidecar was written after them), newest first."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in state_dir.iterdir() if (m := STATE_FILE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True) if recorded_sha256(p) is not None]
+
+
+def state_to_resume(state_dir: str | Path, resume: str | None) -> Path | None:
+    """The state file that ``resume`` names: ``None`` for none, the newest complete state in ``state_dir`` for
+    ``"latest"`` (``None`` when there is none yet), else the path itself, which must exist. A train config calls
+    this first, so that a wrong ``--resume_checkpoint`` stops the run before any data is loaded."""
+    if not resume:
+        return None
+    if str(resume) == "latest":
+        states = complete_states(state_dir)
+        if not states:
+            logger.warning(f"--resume_checkpoint latest: no training state under {state_dir}; "
+                           "training starts from scratch.")
+            return None
+        return states[0]
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume_checkpoint {resume}: no such file. Pass 'latest' to resume from the newest state under "
+            f"{state_dir}, or the path of one of its state_iteration=<n>.pt files."
+        )
+    return path
 
 
 class TrainingState:
@@ -89,8 +120,6 @@ class TrainingState:
         self.cases = _case_names(split)
         self.resume, self.save_every_iterations, self.keep_last, self.seed = resume, save_every_iterations, keep_last, seed
         self._last_saved: int | None = None
-        if resume and str(resume) != "latest":
-            self._state_to_resume()  # a missing file stops the run before any data is loaded
 
     # --- wiring ------------------------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -158,33 +187,11 @@ class TrainingState:
             partial.unlink(missing_ok=True)
 
     def states(self) -> list[Path]:
-        """The complete states in ``state_dir`` (a sha256 sidecar was written after them), newest first."""
-        if not self.state_dir.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.state_dir.iterdir() if (m := STATE_FILE.match(p.name))]
-        return [p for _, p in sorted(found, reverse=True) if recorded_sha256(p) is not None]
+        return complete_states(self.state_dir)
 
     # --- resuming ----------------------------------------------------------------------------------------------
-    def _state_to_resume(self) -> Path | None:
-        if not self.resume:
-            return None
-        if str(self.resume) == "latest":
-            states = self.states()
-            if not states:
-                logger.warning(f"--resume_checkpoint latest: no training state under {self.state_dir}; "
-                               "training starts from scratch.")
-                return None
-            return states[0]
-        path = Path(self.resume)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--resume_checkpoint {self.resume}: no such file. Pass 'latest' to resume from the newest state under "
-                f"{self.state_dir}, or the path of one of its state_iteration=<n>.pt files."
-            )
-        return path
-
     def load(self, engine: Engine) -> None:
-        path = self._state_to_resume()
+        path = state_to_resume(self.state_dir, self.resume)
         if path is None:
             return
         verify_sha256(path)

@@ -1,0 +1,131 @@
+"""The layout every bundle follows: one-way layers in ``shared``, no re-exports, study code in ``scripts/``, the
+model zoo's property ids in every train and inference config, and MONAI's experiment tracking."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BRATS, ISPY2, REPO, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides, run_bundle
+from shared.publish import imports_of
+
+SHARED = REPO / "shared"
+# networks, losses, transforms -> data -> engines, handlers, metrics, inferers, writers -> hub, publish
+LAYERS = {"networks": 0, "losses": 0, "transforms": 0, "data": 1, "engines": 2, "handlers": 2, "metrics": 2,
+          "inferers": 2, "writers": 2, "hub": 3, "publish": 3}
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in SHARED.rglob("*.py")}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS[parts[1]] if len(parts) > 1 else None
+
+
+def test_every_shared_module_belongs_to_a_layer():
+    unplaced = [m for m in _modules() if m != "shared" and m.split(".")[1] not in LAYERS]
+    assert unplaced == []
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for module, path in _modules().items():
+        for imported in imports_of(path.read_text()):
+            if imported.split(".")[0] == "scripts":
+                wrong.append(f"{module} imports study code {imported}")
+            elif imported.startswith("shared.") and module != "shared":
+                target = imported.split(".")[1]
+                if target in LAYERS and LAYERS[target] > _layer(module):
+                    wrong.append(f"{module} (layer {_layer(module)}) imports {imported} (layer {LAYERS[target]})")
+                if target == "publish" and module != "shared.publish":
+                    wrong.append(f"{module} imports the publishing tool")
+    assert wrong == []
+
+
+def test_packages_re_export_nothing():
+    for module, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        stars = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)]
+        assert not stars, f"{module} has a wildcard import"
+        if path.name == "__init__.py":
+            assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], f"{module} re-exports"
+
+
+@pytest.mark.parametrize("bundle", [BRATS, ISPY2], ids=lambda b: b.name)
+def test_study_code_lives_in_the_bundle_and_reaches_itself_relatively(bundle):
+    scripts = sorted((bundle / "scripts").glob("*.py"))
+    assert (bundle / "scripts" / "__init__.py") in scripts
+    for path in scripts:
+        for imported in imports_of(path.read_text()):
+            # absolute `scripts.x` would break the private package name a published bundle gives this code
+            assert imported.split(".")[0] != "scripts", f"{path}: import {imported} relatively"
+
+
+@pytest.mark.parametrize("bundle", [BRATS, ISPY2], ids=lambda b: b.name)
+def test_configs_import_no_bundle_code_before_run(bundle):
+    """``imports`` are evaluated before ``run`` puts the bundle root on sys.path: they must name no bundle code."""
+    for config in (bundle / "configs").glob("*.json"):
+        for line in json.loads(config.read_text()).get("imports", []):
+            assert not any(name in line for name in ("shared", "scripts")), f"{config.name}: {line}"
+
+
+PROPERTIES = """
+import ast, sys
+from monai.bundle import ConfigWorkflow
+
+def value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+bundle, config, workflow_type = sys.argv[1], sys.argv[2], sys.argv[3]
+overrides = {k: value(v) for k, v in ast.literal_eval(sys.argv[4]).items()}
+sys.path.insert(0, bundle)  # what `run` does before running; programmatic use needs it too
+workflow = ConfigWorkflow(config_file=config, workflow_type=workflow_type, logging_file=False, **overrides)
+workflow.initialize()
+print("missing:", workflow.check_properties())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "bundle,config,workflow_type",
+    [(BRATS, "train.json", "train"), (BRATS, "inference.json", "infer"), (ISPY2, "train.json", "train"),
+     (ISPY2, "train_vae.json", "train"), (ISPY2, "inference.json", "infer")],
+    ids=lambda x: x.name if isinstance(x, Path) else x,
+)
+def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats_demo_dir, breast_demo, tmp_path):
+    demo = {BRATS: {**TINY_BRATS, "demo#dir": str(brats_demo_dir)},
+            ISPY2: {**TINY_ISPY2, "demo#dir": str(breast_demo)}}[bundle]
+    args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
+    args.update(output_dir=str(tmp_path), ckpt_dir=str(tmp_path))
+    if workflow_type == "infer":
+        args["handlers"] = "[]"  # no weights to load: the properties are about the config
+    result = subprocess.run(
+        [sys.executable, "-c", PROPERTIES, str(bundle), str(bundle / "configs" / config), workflow_type, repr(args)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "missing: []" in result.stdout
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_records_a_training_run(brats_workdir, tmp_path):
+    pytest.importorskip("mlflow", reason="mlflow(-skinny) is not installed")
+    from mlflow.tracking import MlflowClient
+
+    args = {**brats_workdir, **TINY_TRAIN, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    run_bundle(["run", "training", "--config_file", str(BRATS / "configs" / "train.json"), "--tracking", "mlflow",
+                *overrides(args)], cwd=tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("monai_experiment")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 and "train_loss" in runs[0].data.metrics and "val_mean_dice" in runs[0].data.metrics

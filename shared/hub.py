@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.data.integrity import sha256_file, verify_sha256, write_sha256
+from shared.data.integrity import recorded_sha256, sha256_file, verify_sha256, write_sha256
 
 __all__ = [
     "read_large_files",
@@ -126,12 +126,18 @@ def ensure_weights(
     token: str | bool | None = None,
     train_config: str = "configs/train.json",
 ) -> str:
-    """The checkpoint a config should load, checked against the sha256 recorded beside it: ``path`` if it exists,
+    """The checkpoint a config should load, checked against the sha256 recorded beside it (or, for a file without
+    one, the published sha256 in ``large_files.yml``, which is then recorded beside it): ``path`` if it exists,
     else (when ``use_published``) the file published as ``published_path`` in ``bundle_root/large_files.yml``,
     fetched from ``repo`` (default: the recorded one) and verified into ``path``; else a ``FileNotFoundError`` that
     says how to get weights (``train_config`` trains them). A file that fails its check raises
     ``shared.data.integrity.WeightsIntegrityError`` naming it."""
     if os.path.isfile(path):
+        if recorded_sha256(path) is None:  # e.g. fetched by `monai.bundle download_large_files`, which checked it
+            published = next((e.get("hash_val") for e in read_large_files(bundle_root)
+                              if e.get("path", "").lstrip("./") == published_path), None)
+            if published and sha256_file(path) == published:
+                write_sha256(path, published)
         verify_sha256(path)
         return path
     if not use_published:

@@ -3,7 +3,8 @@
     python -m shared.publish bundles/<bundle> --repo <namespace>/<bundle> [--version V] [--dry-run | --zip out.zip]
 
 The hub endpoint and token come from ``HF_ENDPOINT`` / ``HF_TOKEN`` (or the token stored by ``hf auth login``).
-Steps: (1) check the bundle: metadata schema, version in the changelog, LICENSE and model card, and for every
+Steps: (1) check the bundle: metadata schema, version in the changelog, LICENSE and model card, every third-party package
+the published code imports listed in the metadata, and for every
 network the inference config exports (``export_networks``, default ``network_def`` -> ``models/model.pt``) its
 input/output format against the metadata and a TorchScript export that must match eager at two input sizes;
 (2) build a clean copy that runs without this repository: the bundle's ``scripts`` and the ``shared`` modules it
@@ -196,6 +197,33 @@ def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, 
     return how
 
 
+def _normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _check_required_packages(bundle: Path, meta: dict) -> str:
+    """Every third-party package the published copy imports is listed in the metadata's
+    ``required_packages_version`` (MONAI, PyTorch, NumPy and PyTorch's own dependencies come with ``pip install
+    monai``)."""
+    from importlib.metadata import packages_distributions, requires
+
+    scripts = sorted((bundle / "scripts").rglob("*.py")) if (bundle / "scripts").is_dir() else []
+    configs = [c.read_text() for c in sorted((bundle / "configs").glob("*.json"))] + [MULTI_GPU_CONFIG.read_text()]
+    sources = [p.read_text() for p in scripts]
+    sources += [_module_file(m).read_text() for m in shared_modules_used(configs, sources)]
+    names = {n.split(".")[0] for src in sources for n in imports_of(src)}
+    names -= set(sys.stdlib_module_names) | {"shared", "__future__"}
+    comes_with_monai = {"monai", "torch", "numpy"} | {
+        _normalise(re.split(r"[<>=!;\[ ]", r)[0]) for r in requires("torch") or [] if "extra ==" not in r}
+    listed = {_normalise(k) for k in meta.get("required_packages_version", {})} | comes_with_monai
+    distributions = packages_distributions()
+    missing = sorted({d for n in names for d in distributions.get(n, [n]) if _normalise(d) not in listed})
+    if missing:
+        raise PublishError(f"the published code imports {missing}, which configs/metadata.json's "
+                           f"required_packages_version does not list")
+    return f"{len(names)} third-party packages, all listed"
+
+
 def _verify_schema(meta_file: Path, schema_file: Path | None, meta: dict) -> None:
     from monai.bundle import verify_metadata
 
@@ -233,7 +261,8 @@ def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_di
         problems.append(f"metadata version is {meta.get('version')!r}, publishing {version!r}")
     if version not in meta.get("changelog", {}):
         problems.append(f"version {version} is not in the metadata changelog")
-    checks = {"metadata schema": lambda: _verify_schema(bundle / "configs" / "metadata.json", schema_file, meta)}
+    checks = {"metadata schema": lambda: _verify_schema(bundle / "configs" / "metadata.json", schema_file, meta),
+              "required packages": lambda: _check_required_packages(bundle, meta)}
     export_dir.mkdir(parents=True, exist_ok=True)
     for net_id, ckpt in networks.items():
         checks[f"input/output of {net_id}"] = lambda n=net_id: _check_in_out(bundle, meta, n)

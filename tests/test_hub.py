@@ -6,12 +6,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-import nibabel as nib
 import pytest
 import torch
 import yaml
@@ -77,6 +74,10 @@ def test_download_large_files_restores_published_weights(published, hub, tmp_pat
                         hub_env(hub, tmp_path / "hf"), cwd=tmp_path, token=hub.token)
     assert result.returncode == 0, result.stdout[-4000:]
     assert _sha(bundle / "models" / "model.pt") == _sha(published / "models" / "model.pt")
+    from shared.hub import ensure_weights
+
+    ensure_weights(str(bundle / "models" / "model.pt"), str(bundle))  # checked against large_files.yml's sha256
+    assert (bundle / "models" / "model.pt.sha256").read_text().split()[0] == _sha(bundle / "models" / "model.pt")
 
 
 def test_inference_fetches_published_weights_once_then_works_offline(published, hub, brats_demo_dir, tmp_path):

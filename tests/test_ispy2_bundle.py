@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ISPY2, MULTI_GPU, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, run_torchrun, stand_in_schema
+from conftest import (ISPY2, MULTI_GPU, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, run_torchrun,
+                      stand_in_schema)
 from helpers.bundle_scripts import bundle_module
 
 layout = bundle_module(ISPY2, "layout")

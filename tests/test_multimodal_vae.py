@@ -7,7 +7,8 @@ from conftest import ISPY2
 from helpers.bundle_scripts import bundle_module
 
 networks = bundle_module(ISPY2, "networks")
-MultimodalVAE, gaussian_kl, ispy2_multimodal_vae = networks.MultimodalVAE, networks.gaussian_kl, networks.ispy2_multimodal_vae
+MultimodalVAE, gaussian_kl = networks.MultimodalVAE, networks.gaussian_kl
+ispy2_multimodal_vae = networks.ispy2_multimodal_vae
 VAEBatchAugmentation = bundle_module(ISPY2, "vae_augmentation").VAEBatchAugmentation
 MultimodalVAELoss = bundle_module(ISPY2, "vae_loss").MultimodalVAELoss
 
@@ -96,4 +97,5 @@ def test_single_modality_vae_augments_with_the_sources_masks():
     assert out_images.shape == out_labels.shape == (6, 1, 64, 64)
     assert not torch.equal(out_images[4:], images[:2]) and torch.isfinite(out_images).all()
     assert all(any(torch.equal(g, s) for s in labels) for g in out_labels[4:])  # generated images keep real masks
-    assert networks.vae_checkpoint_name(["t2"]) == "vae_t2.pt" and networks.vae_checkpoint_name(["t2", "mask"]) == "vae_t2_mask.pt"
+    assert networks.vae_checkpoint_name(["t2"]) == "vae_t2.pt"
+    assert networks.vae_checkpoint_name(["t2", "mask"]) == "vae_t2_mask.pt"

@@ -84,7 +84,8 @@ def test_resume_from_an_epoch_end_replays_the_uninterrupted_run(brats_demo_dir, 
     assert a["trainer"] == b["trainer"] and a["validator"] == b["validator"]
     for name, tensor in a["objects"]["network"].items():
         assert torch.equal(tensor, b["objects"]["network"][name]), name
-    assert torch.equal(a["objects"]["optimizer"]["state"][0]["exp_avg"], b["objects"]["optimizer"]["state"][0]["exp_avg"])
+    moments = [x["objects"]["optimizer"]["state"][0]["exp_avg"] for x in (a, b)]
+    assert torch.equal(*moments)
 
 
 def test_resume_refuses_another_setup_and_a_missing_state(trained, tmp_path):
@@ -218,7 +219,8 @@ def test_a_single_slice_volume_gives_a_single_slice_prediction(brats_demo_dir, t
     for modality in ("flair", "t1ce", "t2"):
         source = nib.load(brats_demo_dir / "BraTS20_Training_001" / f"BraTS20_Training_001_{modality}.nii.gz")
         z = source.shape[2] // 2
-        nib.save(nib.Nifti1Image(np.asarray(source.dataobj)[:, :, z : z + 1], source.affine), case / f"thin_{modality}.nii.gz")
+        thin = np.asarray(source.dataobj)[:, :, z : z + 1]
+        nib.save(nib.Nifti1Image(thin, source.affine), case / f"thin_{modality}.nii.gz")
     result = _inference({"dataset_dir": str(case), "output_dir": str(tmp_path / "out"),
                          "network_def": "{'_target_': 'oracle.FlairThreshold'}", "handlers": "[]",
                          "checkpoint": "None", "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"],

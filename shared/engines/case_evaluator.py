@@ -86,20 +86,21 @@ class CaseEvaluator(SupervisedEvaluator):
         names = _case_names(batchdata, engine.state.iteration)
         errors = batchdata.get(CASE_ERROR_KEY) if isinstance(batchdata, Mapping) else None
         if errors is not None:
-            self._record_failures(names, [str(e) for e in errors] if isinstance(errors, list) else [str(errors)])
+            errors = errors if isinstance(errors, list) else [errors]
+            self._record_failure(names, "; ".join(dict.fromkeys(map(str, errors))))
             return _FailedCaseOutput()
         try:
             output = super()._iteration(engine, batchdata)
         except Exception as e:
             logger.debug("case failure", exc_info=e)
-            self._record_failures(names, [root_cause(e)] * len(names))
+            self._record_failure(names, root_cause(e))
             return _FailedCaseOutput()
         failed = {f["case"] for f in self.failed}
         self.succeeded += [n for n in names if n not in self.succeeded and n not in failed]
         return output
 
-    def _record_failures(self, names: list[str], errors: list[str]) -> None:
-        for name, error in zip(names, errors if len(errors) == len(names) else errors * len(names)):
+    def _record_failure(self, names: list[str], error: str) -> None:
+        for name in names:
             logger.error(f"case {name} failed, going on with the next: {error}")
             self.failed.append({"case": name, "error": error})
             if name in self.succeeded:

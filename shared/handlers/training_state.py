@@ -118,7 +118,8 @@ class TrainingState:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}.")
         self.state_dir, self.objects, self.validator = Path(state_dir), dict(objects), validator
         self.cases = _case_names(split)
-        self.resume, self.save_every_iterations, self.keep_last, self.seed = resume, save_every_iterations, keep_last, seed
+        self.resume, self.save_every_iterations = resume, save_every_iterations
+        self.keep_last, self.seed = keep_last, seed
         self._last_saved: int | None = None
 
     # --- wiring ------------------------------------------------------------------------------------------------
@@ -234,7 +235,8 @@ class TrainingState:
             theirs = saved["cases"].get(section)
             if theirs is not None and theirs != cases:
                 changed = sorted(set(theirs) ^ set(cases))
-                problems.append(f"the {section} cases differ ({len(theirs)} there, {len(cases)} here; e.g. {changed[:3]})")
+                problems.append(f"the {section} cases differ ({len(theirs)} there, {len(cases)} here; "
+                                f"e.g. {changed[:3]})")
         if problems:
             raise TrainingStateError(
                 f"{path} was saved by a run with other settings, so it cannot be resumed here: " + "; ".join(problems)

@@ -58,6 +58,7 @@ def brats_volume_transforms(
         transforms.append(CropForegroundd(spatial, source_key="image", allow_smaller=True))
     transforms.append(MaskedPercentileRescaled("image", lower=percentiles[0], upper=percentiles[1], b_min=-1.0, b_max=1.0))
     if label_key:
-        transforms.append(MapLabelValued(label_key, orig_labels=list(label_values), target_labels=list(range(len(label_values)))))
+        training_values = list(range(len(label_values)))
+        transforms.append(MapLabelValued(label_key, orig_labels=list(label_values), target_labels=training_values))
     transforms.append(EnsureTyped(spatial, dtype="float32", track_meta=True))
     return transforms

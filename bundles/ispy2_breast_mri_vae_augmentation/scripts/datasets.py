@@ -59,7 +59,8 @@ class TumourSliceDataset(torch.utils.data.Dataset):
             z = torch.nonzero(mask[0].flatten(0, 1).amax(0) > 0).flatten()
             if len(z) == 0:
                 source = self.volumes.data[v].get(mask_key)
-                error = f"{source if isinstance(source, str) else mask_key}: the tumour mask is empty (patient {patient})."
+                name = source if isinstance(source, str) else mask_key
+                error = f"{name}: the tumour mask is empty (patient {patient})."
                 logger.error(f"case {patient} set aside: {error}")
                 empty.append({"case": patient, "error": error, **({"split": split} if split else {})})
                 continue

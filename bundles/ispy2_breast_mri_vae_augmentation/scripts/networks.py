@@ -131,7 +131,8 @@ def multimodal_vae(
     linear one. ``("t2", "mask")`` with the defaults is the study's network."""
     inputs = list(inputs)
     activations = ["sigmoid" if k == "mask" else "linear" for k in inputs]
-    return MultimodalVAE(len(inputs), [1] * len(inputs), activations, encoder_channels, latent_channels, use_mean_at_eval)
+    return MultimodalVAE(len(inputs), [1] * len(inputs), activations, encoder_channels, latent_channels,
+                         use_mean_at_eval)
 
 
 def vae_checkpoint_name(inputs: Sequence[str]) -> str:

@@ -151,22 +151,23 @@ def _fake_inputs(data_format: dict) -> tuple[list[list[int]], torch.dtype]:
 
 def _check_in_out(bundle: Path, meta: dict, net_id: str) -> str:
     """The network's output channels and dtype for inputs of its metadata format (its first output, for networks
-    that return a tuple, which ``monai.bundle.verify_net_in_out`` cannot check)."""
+    that return a tuple, which ``monai.bundle.verify_net_in_out`` cannot check; that check runs too otherwise)."""
     from monai.bundle import verify_net_in_out
 
-    if net_id == "network_def":
-        verify_net_in_out(net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"),
-                          config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle))
-        return "monai.bundle.verify_net_in_out"
     data_format = _data_format(meta, net_id)
     shapes, dtype = _fake_inputs(data_format)
     output = next(iter(data_format["outputs"].values()))
     network = _inference_parser(bundle).get_parsed_content(net_id).eval()
     with torch.no_grad():
-        out = _first(network(torch.rand(shapes[0], dtype=dtype)))
+        raw = network(torch.rand(shapes[0], dtype=dtype))
+    out = _first(raw)
     if out.shape[1] != output["num_channels"] or str(out.dtype) != f"torch.{output.get('dtype', 'float32')}":
         raise PublishError(f"{net_id} gives {out.shape[1]} {out.dtype} channel(s), the metadata says "
                            f"{output['num_channels']} {output.get('dtype', 'float32')}")
+    if net_id == "network_def" and not isinstance(raw, (tuple, list)):
+        verify_net_in_out(net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"),
+                          config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle))
+        return "monai.bundle.verify_net_in_out"
     return "output channels and dtype as in the metadata"
 
 

@@ -16,6 +16,8 @@ pytest_plugins = ["helpers.hub_fixtures"]
 REPO = Path(__file__).resolve().parents[1]
 BRATS = REPO / "bundles" / "brats_mri_slice_segmentation"
 ISPY2 = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
+HIPMRI = REPO / "bundles" / "hipmri_pelvis_vqvae"
+BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
 MULTI_GPU = REPO / "shared" / "configs" / "multi_gpu_train.json"
 SCHEMA_DIR = REPO.parent / "shared" / "schema"  # the steering folder beside the checkout, when present
 SCHEMA = SCHEMA_DIR / "meta_schema_20240725.json"
@@ -130,3 +132,15 @@ def breast_demo(tmp_path_factory) -> Path:
 TINY_ISPY2 = {"demo#num_patients": "5", "pixdim": "[1.4, 1.4, 3.0]", "slice_size": "[256, 160]",
               "train#trainer#max_epochs": "1", "train#dataloader#batch_size": "16",
               "validate#dataloader#batch_size": "16"}
+
+
+@pytest.fixture(scope="session")
+def hipmri_demo(tmp_path_factory) -> Path:
+    """The HipMRI-style demo slices (generated in seconds)."""
+    ensure_hipmri_demo = bundle_module(HIPMRI, "demo").ensure_hipmri_demo
+    return Path(ensure_hipmri_demo(str(tmp_path_factory.mktemp("hipmri") / "HipMRI_study_keras_slices_data")))
+
+
+# 64x32 slices (a 16x8 code grid), one short epoch: each HipMRI run takes seconds
+TINY_HIPMRI = {"image_size": "[64, 32]", "train#trainer#max_epochs": "1", "train#trainer#epoch_length": "2",
+               "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}

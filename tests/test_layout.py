@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BRATS, ISPY2, REPO, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides, run_bundle
+from conftest import (BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN,
+                      overrides, run_bundle)
 from shared.publish import imports_of
 
 SHARED = REPO / "shared"
@@ -59,7 +60,7 @@ def test_packages_re_export_nothing():
             assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], f"{module} re-exports"
 
 
-@pytest.mark.parametrize("bundle", [BRATS, ISPY2], ids=lambda b: b.name)
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
 def test_study_code_lives_in_the_bundle_and_reaches_itself_relatively(bundle):
     scripts = sorted((bundle / "scripts").glob("*.py"))
     assert (bundle / "scripts" / "__init__.py") in scripts
@@ -69,7 +70,7 @@ def test_study_code_lives_in_the_bundle_and_reaches_itself_relatively(bundle):
             assert imported.split(".")[0] != "scripts", f"{path}: import {imported} relatively"
 
 
-@pytest.mark.parametrize("bundle", [BRATS, ISPY2], ids=lambda b: b.name)
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
 def test_configs_import_no_bundle_code_before_run(bundle):
     """``imports`` are evaluated before ``run`` puts the bundle root on sys.path: they must name no bundle code."""
     for config in (bundle / "configs").glob("*.json"):
@@ -100,12 +101,15 @@ print("missing:", workflow.check_properties())
 @pytest.mark.parametrize(
     "bundle,config,workflow_type",
     [(BRATS, "train.json", "train"), (BRATS, "inference.json", "infer"), (ISPY2, "train.json", "train"),
-     (ISPY2, "train_vae.json", "train"), (ISPY2, "inference.json", "infer")],
+     (ISPY2, "train_vae.json", "train"), (ISPY2, "inference.json", "infer"), (HIPMRI, "train.json", "train"),
+     (HIPMRI, "inference.json", "infer")],
     ids=lambda x: x.name if isinstance(x, Path) else x,
 )
-def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats_demo_dir, breast_demo, tmp_path):
+def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats_demo_dir, breast_demo, hipmri_demo,
+                                            tmp_path):
     demo = {BRATS: {**TINY_BRATS, "demo#dir": str(brats_demo_dir)},
-            ISPY2: {**TINY_ISPY2, "demo#dir": str(breast_demo)}}[bundle]
+            ISPY2: {**TINY_ISPY2, "demo#dir": str(breast_demo)},
+            HIPMRI: {**TINY_HIPMRI, "demo#dir": str(hipmri_demo)}}[bundle]
     args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
     args.update(output_dir=str(tmp_path), ckpt_dir=str(tmp_path))
     if workflow_type == "infer":

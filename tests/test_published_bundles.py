@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from conftest import BRATS, ISPY2, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides
+from conftest import BRATS, HIPMRI, ISPY2, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN, overrides
 from helpers.hub_fixtures import download, isolated_env, run_python
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,11 @@ def _value(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+@pytest.fixture(scope="module")
+def downloaded_hipmri(published_hipmri, hub, tmp_path_factory) -> Path:
+    return download(hub, HIPMRI.name, _version(HIPMRI), tmp_path_factory.mktemp("users_hipmri"))
 
 
 def test_isolation_hides_this_repository(tmp_path):
@@ -99,6 +104,26 @@ def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_d
     _run([configs / "train.json", configs / "multi_gpu_train.json"],
          {**work, "ckpt_dir": str(tmp_path / "ddp"), "split#val_fraction": "0.4"}, cwd, run_id="training",
          torchrun=True)
+    assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri_demo, tmp_path):
+    configs = downloaded_hipmri / "configs"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    work = {**TINY_HIPMRI, "demo#dir": str(hipmri_demo), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval")}
+    _run([configs / "train.json"], work, cwd, run_id="training")
+    _run([configs / "train.json", configs / "evaluate.json"], work, cwd)
+    assert (tmp_path / "eval" / "test_metrics.json").is_file()
+    _run([configs / "inference.json"], {"dataset_dir": str(hipmri_demo / "keras_slices_validate"),
+                                        "output_dir": str(tmp_path / "out"), "image_size": TINY_HIPMRI["image_size"]}, cwd)
+    assert len(list((tmp_path / "out").glob("*_recon.nii.gz"))) == 48
+    _run([configs / "train_prior.json"], work, cwd, run_id="training")
+    _run([configs / "train_prior.json", configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
+    assert (tmp_path / "eval" / "generated" / "sample_001.nii.gz").is_file()
+    _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
+         run_id="training", torchrun=True)
     assert (tmp_path / "ddp" / "model.pt").is_file()
 
 

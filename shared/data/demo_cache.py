@@ -20,6 +20,7 @@ def generate_once(root: str, settings: dict, build: Callable[[Path], None]) -> s
     dataset never appears at ``root``."""
     root_path = Path(root)
     manifest = root_path / "demo_manifest.json"
+    settings = json.loads(json.dumps(settings))  # as the manifest stores them: tuples become lists
     root_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{root_path}.lock"):
         if manifest.is_file() and json.loads(manifest.read_text()) == settings:

@@ -10,7 +10,7 @@ import numpy as np
 
 from shared.data.errors import InvalidInputError
 
-__all__ = ["check_nifti_group"]
+__all__ = ["check_nifti_group", "check_nifti_dims"]
 
 
 def _load_header(path: str) -> nib.Nifti1Image:
@@ -55,3 +55,19 @@ def check_nifti_group(files: Mapping[str, str], required: Sequence[str], atol_mm
             )
         if not np.allclose(image.affine, ref_affine, atol=atol_mm):
             raise InvalidInputError(f"{path}: affine differs from {reference_key} {ref_path}; co-register the inputs.")
+
+
+def check_nifti_dims(path: str, ndim: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Check that ``path`` is a readable NIfTI image with ``ndim`` spatial dimensions (one of them, for a tuple;
+    trailing singleton dimensions do not count) and return its shape without them. Raises
+    :class:`InvalidInputError` naming the file: a 3D volume where a 2D slice is expected, and so on."""
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    shape = tuple(_load_header(str(path)).header.get_data_shape())
+    while len(shape) > min(allowed) and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in allowed:
+        kinds = {2: "a 2D slice", 3: "a 3D volume", 4: "a 4D series"}
+        wanted = " or ".join(kinds.get(n, f"{n}D") for n in allowed)
+        raise InvalidInputError(f"{path}: is {kinds.get(len(shape), f'{len(shape)}D data')} of shape {shape}; "
+                                f"{wanted} is expected here.")
+    return shape

@@ -108,3 +108,19 @@ def published_ispy2(hub, tmp_path_factory) -> Path:
     result = publish(source, hub, tmp, "--public", token=hub.token)
     assert result.returncode == 0, result.stdout[-6000:]
     return source
+
+
+@pytest.fixture(scope="session")
+def published_hipmri(hub, tmp_path_factory) -> Path:
+    """The HipMRI bundle with freshly initialised weights, pushed."""
+    from conftest import HIPMRI
+    from helpers.bundle_scripts import bundle_module
+
+    tmp = tmp_path_factory.mktemp("publish_hipmri")
+    networks = bundle_module(HIPMRI, "networks")
+    weights = {"models/model.pt": networks.hipmri_vqvae().state_dict(),
+               "models/prior.pt": networks.code_prior().state_dict()}
+    source = bundle_copy(HIPMRI, tmp / HIPMRI.name, weights)
+    result = publish(source, hub, tmp, "--public", token=hub.token)
+    assert result.returncode == 0, result.stdout[-6000:]
+    return source

@@ -1,0 +1,256 @@
+"""The HipMRI bundle through its real configs: VQ-VAE train -> evaluate -> inference, prior -> generate, the demo,
+the network preset, best-checkpoint selection, publishing and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import HIPMRI, MULTI_GPU, REPO, TINY_HIPMRI, overrides, run_bundle, run_torchrun, stand_in_schema
+from helpers.bundle_scripts import bundle_module
+
+CONFIGS = HIPMRI / "configs"
+ORACLE = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_network_preset_gives_the_study_latent_grid():
+    networks = bundle_module(HIPMRI, "networks")
+    vqvae = networks.hipmri_vqvae().eval()
+    x = torch.randn(1, 1, 256, 128)
+    with torch.no_grad():
+        reconstruction, loss = vqvae(x)
+        codes = vqvae.index_quantize(x)
+    assert reconstruction.shape == x.shape and loss.ndim == 0
+    assert codes.shape == (1, 64, 32) and codes.max() < 512
+    assert networks.latent_size([256, 128]) == [64, 32]
+    assert vqvae.num_embeddings == 512 and vqvae.embedding_dim == 64
+
+
+class _CodesOf(torch.nn.Module):
+    """A stand-in VQ-VAE whose codes are the image's pixels."""
+    num_embeddings = 7
+
+    def index_quantize(self, images):
+        return images[:, 0].long()
+
+
+def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_once():
+    from monai.utils.ordering import Ordering
+
+    prior_module = bundle_module(HIPMRI, "prior")
+    prior = bundle_module(HIPMRI, "networks").code_prior(num_embeddings=7, latent_size=(6, 4), window=8, dim=16,
+                                                          depth=1, heads=2).eval()
+    ordering = Ordering("raster_scan", spatial_dims=2, dimensions=(1, 6, 4))
+    images = torch.randint(0, 7, (2, 1, 6, 4)).float()
+    codes = images[:, 0].long().reshape(2, -1)
+    tokens = torch.nn.functional.pad(codes, (1, 0), value=7)[:, :-1]
+    with torch.no_grad():
+        logits, targets = prior_module.CodePriorInferer(_CodesOf(), ordering)(images, prior)
+        assert logits.shape == (2, 24, 8) and torch.equal(targets, codes)
+        # the code at 20 is scored by the last window (16..23), the code at 13 by the window 8..15
+        assert torch.allclose(logits[:, 20], prior(tokens[:, 16:24], offset=16)[:, 4], atol=1e-6)
+        assert torch.allclose(logits[:, 13], prior(tokens[:, 8:16], offset=8)[:, 5], atol=1e-6)
+        # the same window at another place in the grid is read differently
+        assert not torch.allclose(prior(tokens[:, 8:16], offset=8), prior(tokens[:, 8:16], offset=0))
+    with pytest.raises(ValueError, match="exceed the window"):
+        prior(tokens[:, :9])
+    torch.manual_seed(0)
+    sampled = prior_module.sample_codes(prior, 3, (6, 4), ordering, bos=7)
+    assert sampled.shape == (3, 6, 4) and sampled.max() < 7 and sampled.min() >= 0
+
+
+def test_demo_layout_and_anatomy(hipmri_demo):
+    folders = sorted(p.name for p in hipmri_demo.iterdir() if p.is_dir())
+    assert folders == ["keras_slices_seg_test", "keras_slices_seg_train", "keras_slices_seg_validate",
+                       "keras_slices_test", "keras_slices_train", "keras_slices_validate"]
+    train = sorted(p.name for p in (hipmri_demo / "keras_slices_train").iterdir())
+    assert "case_001_week_0_slice_0.nii.gz" in train and len(train) == 10 * 2 * 12
+    image = nib.load(hipmri_demo / "keras_slices_train" / "case_001_week_0_slice_0.nii.gz")
+    labels = np.asarray(nib.load(hipmri_demo / "keras_slices_seg_train" / "seg_case_001_week_0_slice_0.nii.gz").dataobj)
+    assert image.shape == labels.shape == (256, 128)
+    assert nib.load(hipmri_demo / "keras_slices_train" / "case_004_week_0_slice_0.nii.gz").shape == (240, 112)
+    data = np.asarray(image.dataobj).astype(float)
+    assert {0, 1, 2}.issubset(np.unique(labels)) and data[labels == 0].mean() < data[labels == 1].mean()
+
+
+def test_datalist_draws_validation_from_training_when_there_is_no_validation_folder(hipmri_demo, tmp_path):
+    layout = bundle_module(HIPMRI, "layout")
+    split = layout.build_hipmri_datalist(str(hipmri_demo), str(tmp_path / "dl.json"),
+                                         {"training": "keras_slices_train", "validation": None, "test": "keras_slices_test"},
+                                         val_fraction=0.2, seed=3)
+    patients = {k: {s["patient"] for s in v} for k, v in split.items()}
+    assert len(patients["validation"]) == 2 and len(patients["training"]) == 8
+    assert not patients["validation"] & patients["training"]  # by man, never by slice
+    again = layout.build_hipmri_datalist(str(hipmri_demo), str(tmp_path / "dl2.json"),
+                                         {"training": "keras_slices_train", "validation": None}, val_fraction=0.2, seed=3)
+    assert [s["case"] for s in again["validation"]] == [s["case"] for s in split["validation"]]
+
+
+@pytest.fixture(scope="module")
+def work(hipmri_demo, tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("hipmri_run")
+    return {**TINY_HIPMRI, "demo#dir": str(hipmri_demo), "ckpt_dir": str(root / "models"),
+            "output_dir": str(root / "eval")}
+
+
+@pytest.fixture(scope="module")
+def trained(work, tmp_path_factory) -> tuple[dict, str]:
+    """Three short epochs of the VQ-VAE, from an unrelated working directory."""
+    log = run_bundle(["run", "training", "--config_file", str(CONFIGS / "train.json"),
+                      *overrides({**work, "train#trainer#max_epochs": "3"})],
+                     cwd=tmp_path_factory.mktemp("elsewhere")).stdout
+    return work, log
+
+
+@pytest.mark.slow
+def test_training_keeps_the_epoch_of_best_validation_ssim(trained):
+    work, log = trained
+    ssim = [float(v) for v in re.findall(r"Epoch\[\d+\] Metrics -- .*val_ssim: ([0-9.]+)", log)]
+    assert len(ssim) == 3 and "val_codebook_perplexity" in log and "val_psnr" in log
+    best = int(np.argmax(ssim)) + 1
+    state = torch.load(next(Path(work["ckpt_dir"]).glob("training_state/state_iteration=*.pt")), weights_only=True)
+    assert state["validator"]["best_metric_epoch"] == best
+    saves = re.findall(r"best weights so far \(key metric [0-9.]+ at epoch (\d+)\)", log)
+    assert int(saves[-1]) == best and (Path(work["ckpt_dir"]) / "model.pt.sha256").is_file()
+    datalist = json.loads((Path(work["output_dir"]) / "datalist.json").read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [240, 48, 72]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_per_slice_table_and_summary(trained):
+    work, _ = trained
+    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
+                *overrides(work)], cwd=REPO)
+    result = json.loads((Path(work["output_dir"]) / "test_metrics.json").read_text())
+    assert result["num_items"] == 72 and 0 <= result["ssim"]["mean"] <= 1 and result["psnr"]["mean"] > 0
+    rows = (Path(work["output_dir"]) / "test_metrics.csv").read_text().splitlines()
+    assert rows[0] == "case,ssim,psnr,mse" and rows[1].startswith("case_031_week_0_slice_0,") and len(rows) == 73
+    assert "test image(s)" in (Path(work["output_dir"]) / "test_metrics.md").read_text()
+
+
+def _inputs(hipmri_demo: Path, folder: Path) -> Path:
+    """A 2D slice of the study's size, one of another size, and a 3D volume of slices."""
+    folder.mkdir(parents=True)
+    test = hipmri_demo / "keras_slices_test"
+    shutil.copy(test / "case_031_week_0_slice_3.nii.gz", folder / "study_slice.nii.gz")
+    shutil.copy(test / "case_032_week_0_slice_3.nii.gz", folder / "other_size.nii.gz")  # 240x112
+    volume = np.stack([np.asarray(nib.load(test / f"case_033_week_1_slice_{i}.nii.gz").dataobj) for i in range(6)], -1)
+    nib.save(nib.Nifti1Image(volume, np.diag([1.6, 1.6, 2.5, 1.0])), folder / "volume.nii.gz")
+    return folder
+
+
+@pytest.mark.slow
+def test_inference_keeps_each_input_geometry_and_intensity_scale(hipmri_demo, tmp_path):
+    """With a network that reconstructs exactly, what is written is the input itself: shape, affine, values."""
+    cases = _inputs(hipmri_demo, tmp_path / "in")
+    args = {"dataset_dir": str(cases), "output_dir": str(tmp_path / "out"), "handlers": "[]", "checkpoint": "None",
+            "network_def": "{'_target_': 'oracle.IdentityReconstruction'}"}
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"), *overrides(args)], cwd=tmp_path, env=ORACLE)
+    for name in ("study_slice", "other_size", "volume"):
+        source = nib.load(cases / f"{name}.nii.gz")
+        output = nib.load(tmp_path / "out" / f"{name}_recon.nii.gz")
+        assert output.shape == source.shape and np.allclose(output.affine, source.affine), name
+        a, b = np.asarray(source.dataobj).astype(float), output.get_fdata()
+        if name == "other_size":  # resized to 256x128 and back: close, not equal
+            assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98 and abs(a.mean() - b.mean()) < 0.02 * a.std()
+        else:
+            assert np.allclose(a, b, atol=1e-2 * a.std()), name
+
+
+@pytest.mark.slow
+def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(trained, hipmri_demo, tmp_path):
+    work, _ = trained
+    cases = _inputs(hipmri_demo, tmp_path / "in")
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                *overrides({"dataset_dir": str(cases / "volume.nii.gz"), "output_dir": str(tmp_path / "out"),
+                            "ckpt_dir": work["ckpt_dir"], "image_size": TINY_HIPMRI["image_size"]})], cwd=tmp_path)
+    recon = nib.load(tmp_path / "out" / "volume_recon.nii.gz")
+    assert recon.shape == (256, 128, 6) and np.isfinite(recon.get_fdata()).all()
+    prior = {**work, "output_dir": str(tmp_path / "eval")}
+    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_prior.json"), *overrides(prior)], cwd=tmp_path)
+    assert (Path(work["ckpt_dir"]) / "prior.pt").is_file()
+    out = tmp_path / "generated"
+    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train_prior.json'}','{CONFIGS / 'generate.json'}']",
+                *overrides({**prior, "generated_dir": str(out), "num_samples": "3"})], cwd=tmp_path)
+    for i in range(3):
+        sample = nib.load(out / f"sample_{i:03d}.nii.gz").get_fdata()
+        assert sample.shape == (64, 32) and np.isfinite(sample).all()
+    report = json.loads((out / "generation_metrics.json").read_text())
+    assert set(report) >= {"samples", "heldout", "random_codes", "note"} and "FID" in report["note"]
+    assert report["samples"]["count"] == 3 and 0 <= report["samples"]["nearest_training_ssim"]["mean"] <= 1
+    assert (out / "samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_named_and_the_run_goes_on(hipmri_demo, tmp_path):
+    cases = _inputs(hipmri_demo, tmp_path / "in")
+    data = np.asarray(nib.load(cases / "study_slice.nii.gz").dataobj).astype(np.float32)
+    data[10, 10] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), cases / "nan.nii.gz")
+    (cases / "broken.nii.gz").write_text("not a NIfTI file")
+    (cases / "notes.txt").write_text("a stray file")
+    base = {"output_dir": str(tmp_path / "out"), "handlers": "[]", "checkpoint": "None",
+            "network_def": "{'_target_': 'oracle.IdentityReconstruction'}"}
+    result = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                         *overrides({**base, "dataset_dir": str(cases)})], cwd=tmp_path, env=ORACLE, check=False)
+    assert result.returncode != 0 and "3 of 6 case(s) failed" in result.stdout
+    failed = {f["case"]: f["error"] for f in json.loads((tmp_path / "out" / "inference_report.json").read_text())["failed"]}
+    assert "nan.nii.gz: 1 voxel(s) are NaN or infinite" in failed["nan"]
+    assert "broken.nii.gz: not a readable NIfTI file" in failed["broken"]
+    assert "notes.txt: not a NIfTI file" in failed["notes.txt"]
+    assert (tmp_path / "out" / "volume_recon.nii.gz").is_file()  # the good ones are written
+    slices_only = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                              *overrides({**base, "dataset_dir": str(cases / "volume.nii.gz"), "input_dims": "[2]"})],
+                             cwd=tmp_path, env=ORACLE, check=False)
+    assert slices_only.returncode != 0 and "volume.nii.gz: is a 3D volume of shape (256, 128, 6); a 2D slice" in slices_only.stdout
+    volumes_only = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                               *overrides({**base, "dataset_dir": str(cases / "study_slice.nii.gz"), "input_dims": "[3]"})],
+                              cwd=tmp_path, env=ORACLE, check=False)
+    assert volumes_only.returncode != 0 and "is a 2D slice of shape (256, 128); a 3D volume is expected" in volumes_only.stdout
+    (tmp_path / "empty").mkdir()
+    empty = run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                        *overrides({**base, "dataset_dir": str(tmp_path / "empty")})], cwd=tmp_path, env=ORACLE, check=False)
+    assert empty.returncode != 0 and "holds no files" in empty.stdout
+
+
+@pytest.mark.slow
+def test_a_volume_among_training_slices_is_set_aside(hipmri_demo, tmp_path):
+    layout = bundle_module(HIPMRI, "layout")
+    data = shutil.copytree(hipmri_demo, tmp_path / "data")
+    volume = np.zeros((256, 128, 4), np.int16)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), data / "keras_slices_train" / "case_001_week_0_slice_0.nii.gz")
+    split = layout.build_hipmri_datalist(str(data), str(tmp_path / "dl.json"))
+    excluded = json.loads((tmp_path / "dl.json").read_text())["excluded"]
+    assert [e["case"] for e in excluded] == ["case_001_week_0_slice_0"]
+    assert "is a 3D volume of shape (256, 128, 4); a 2D slice is expected" in excluded[0]["error"]
+    assert len(split["training"]) == 239
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
+    args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_publish_dry_run_passes(trained, tmp_path):
+    work, _ = trained
+    bundle = shutil.copytree(HIPMRI, tmp_path / HIPMRI.name,
+                             ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.sha256", "training_state*"))
+    shutil.copy(Path(work["ckpt_dir"]) / "model.pt", bundle / "models" / "model.pt")
+    result = subprocess.run([sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/hipmri", "--dry-run",
+                             "--schema-file", str(stand_in_schema(tmp_path))], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert re.search(r"TorchScript export of network_def \((scripted|traced)\)", result.stdout)

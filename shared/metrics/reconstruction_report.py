@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
-import os
-
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric
 
+from shared.metrics.epoch_report import EpochReport
+
 __all__ = ["ReconstructionReport"]
 
 
-class ReconstructionReport:
+class ReconstructionReport(EpochReport):
     """Per item of an evaluation (decollated outputs with ``pred_key`` / ``label_key`` on one scale, e.g. both on
     [0, 1]): SSIM, PSNR and MSE with the given ``data_range``. Writes ``<name>.csv`` (one row an item, named by the
     batch's ``case``), ``<name>.json`` (mean and standard deviation of each metric, and the rows) and ``<name>.md``
@@ -22,19 +19,17 @@ class ReconstructionReport:
 
     def __init__(self, output_dir: str, spatial_dims: int = 2, data_range: float = 1.0, name: str = "test_metrics",
                  pred_key: str = "pred", label_key: str = "label", case_key: str = "case") -> None:
-        self.output_dir, self.name, self.data_range = output_dir, name, data_range
+        super().__init__(output_dir, name)
+        self.data_range = data_range
         self.pred_key, self.label_key, self.case_key = pred_key, label_key, case_key
         self.ssim = SSIMMetric(spatial_dims=spatial_dims, data_range=data_range)
         self.psnr = PSNRMetric(max_val=data_range)
         self.rows: list[dict] = []
-        self.logger = logging.getLogger(__name__)
 
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
+    csv_header = ("case", "ssim", "psnr", "mse")
 
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self.write())
+    def reset(self) -> None:
+        self.rows.clear()
 
     def update(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
@@ -58,19 +53,11 @@ class ReconstructionReport:
         return (f"Measured by `configs/evaluate.json` on {result['num_items']} test image(s) (data range "
                 f"{result['data_range']:g}):\n\n| | mean | sd |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
-    def write(self) -> dict:
-        result = self.compute()
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, f"{self.name}.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.join(self.output_dir, f"{self.name}.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["case", "ssim", "psnr", "mse"])
-            writer.writerows([r["case"], f"{r['ssim']:.4f}", f"{r['psnr']:.3f}", f"{r['mse']:.6f}"] for r in self.rows)
-        with open(os.path.join(self.output_dir, f"{self.name}.md"), "w") as f:
-            f.write(self.markdown(result))
-        if self.rows:
-            self.logger.info(f"{self.name}: SSIM {result['ssim']['mean']:.4f}, PSNR {result['psnr']['mean']:.2f} dB, "
-                             f"MSE {result['mse']['mean']:.5f} over {len(self.rows)} image(s) "
-                             f"({self.output_dir}/{self.name}.csv)")
-        return result
+    def csv_rows(self, result: dict):
+        return ([r["case"], f"{r['ssim']:.4f}", f"{r['psnr']:.3f}", f"{r['mse']:.6f}"] for r in result["items"])
+
+    def summary(self, result: dict) -> str | None:
+        if not self.rows:
+            return None
+        return (f"{self.name}: SSIM {result['ssim']['mean']:.4f}, PSNR {result['psnr']['mean']:.2f} dB, "
+                f"MSE {result['mse']['mean']:.5f} over {len(self.rows)} image(s)")

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
-import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from monai.engines import Workflow
 from monai.metrics import ConfusionMatrixMetric
 
+from shared.metrics.epoch_report import EpochReport
+
 __all__ = ["SegmentationReport"]
 
 METRICS = {"dice": "f1 score", "iou": "threat score", "precision": "precision", "recall": "recall", "accuracy": "accuracy"}
 
 
-class SegmentationReport:
+class SegmentationReport(EpochReport):
     """Accumulate confusion matrices over an evaluation and write ``<name>.csv`` / ``.json``, ``<name>.md`` (the same
     as a model-card table) and a log table.
 
@@ -39,20 +37,15 @@ class SegmentationReport:
         pred_key: str = "pred",
         label_key: str = "label",
     ) -> None:
-        self.output_dir, self.class_names, self.regions, self.name = output_dir, list(class_names), dict(regions or {}), name
+        super().__init__(output_dir, name)
+        self.class_names, self.regions = list(class_names), dict(regions or {})
         self.pred_key, self.label_key = pred_key, label_key
-        self.logger = logging.getLogger(__name__)
         names = list(METRICS.values())
         self.class_metric = ConfusionMatrixMetric(include_background=False, metric_name=names, reduction="sum_batch")
         self.region_metric = ConfusionMatrixMetric(include_background=True, metric_name=names, reduction="sum_batch")
         self.region_case_dice = ConfusionMatrixMetric(include_background=True, metric_name="f1 score", reduction="none")
 
-    def attach(self, engine: Workflow) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.reset())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+    csv_header = ("kind", "name", *METRICS, "dice_mean_over_cases")
 
     def reset(self) -> None:
         for m in (self.class_metric, self.region_metric, self.region_case_dice):
@@ -98,23 +91,14 @@ class SegmentationReport:
         return (f"Measured by `configs/evaluate.json` on {table.get('num_cases', '?')} test case(s), "
                 "micro-aggregated:\n\n" + "\n".join(rows) + "\n")
 
-    def write(self, engine: Workflow | None = None) -> dict:
-        table = self.compute()
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, f"{self.name}.json"), "w") as f:
-            json.dump(table, f, indent=2)
-        columns = list(METRICS) + ["dice_mean_over_cases"]
-        with open(os.path.join(self.output_dir, f"{self.name}.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["kind", "name", *columns])
-            for kind in ("classes", "regions"):
-                for row, values in table[kind].items():
-                    writer.writerow([kind, row, *(f"{values[c]:.4f}" if c in values else "" for c in columns)])
-        with open(os.path.join(self.output_dir, f"{self.name}.md"), "w") as f:
-            f.write(self.markdown(table))
+    def csv_rows(self, table: dict):
+        columns = self.csv_header[2:]
+        return ([kind, row, *(f"{values[c]:.4f}" if c in values else "" for c in columns)]
+                for kind in ("classes", "regions") for row, values in table[kind].items())
+
+    def summary(self, table: dict) -> str:
         lines = [f"{'':>10} " + " ".join(f"{c:>9}" for c in METRICS)]
         for kind in ("classes", "regions"):
             for row, values in table[kind].items():
                 lines.append(f"{row:>10} " + " ".join(f"{values[c]:9.4f}" for c in METRICS))
-        self.logger.info(f"segmentation report ({self.output_dir}/{self.name}.csv):\n" + "\n".join(lines))
-        return table
+        return "segmentation report:\n" + "\n".join(lines) + "\n"

@@ -99,3 +99,18 @@ def test_single_modality_vae_augments_with_the_sources_masks():
     assert all(any(torch.equal(g, s) for s in labels) for g in out_labels[4:])  # generated images keep real masks
     assert networks.vae_checkpoint_name(["t2"]) == "vae_t2.pt"
     assert networks.vae_checkpoint_name(["t2", "mask"]) == "vae_t2_mask.pt"
+
+
+def test_fine_preset_keeps_a_finer_latent_grid_with_a_similar_parameter_count():
+    study, fine = networks.multimodal_vae(("t2", "mask")), networks.multimodal_vae(("t2", "mask"), preset="fine")
+    x = torch.randn(2, 2, 128, 128)
+    with torch.no_grad():
+        out_study, mu_study, _, _ = study.eval()(x)
+        out_fine, mu_fine, _, _ = fine.eval()(x)
+    assert out_study.shape == out_fine.shape == x.shape
+    assert mu_study.shape == (2, 32, 4, 4) and mu_fine.shape == (2, 16, 16, 16)
+    count = [sum(p.numel() for p in n.parameters()) for n in (study, fine)]
+    assert 0.5 < count[1] / count[0] < 1.5
+    assert networks.vae_checkpoint_name(["t2", "mask"], "fine") == "vae_t2_mask_fine.pt"
+    with pytest.raises(ValueError, match="unknown VAE preset"):
+        networks.multimodal_vae(("t2",), preset="huge")

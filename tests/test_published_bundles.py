@@ -98,6 +98,9 @@ def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_d
     _run([configs / "compare.json"], {"output_dir": str(tmp_path / "compare"), "overrides": repr(inner),
                                       "vae_checkpoint": str(tmp_path / "models" / "vae_t2_mask.pt")}, cwd)
     assert (tmp_path / "compare" / "comparison.csv").is_file()
+    _run([configs / "crossval.json"], {"output_dir": str(tmp_path / "crossval"), "folds": "2", "overrides": repr(inner),
+                                       "selected_variants": "['without_vae']"}, cwd)
+    assert json.loads((tmp_path / "crossval" / "crossval.json").read_text())["folds"] == 2
     _run([configs / "inference.json"], {"dataset_dir": str(breast_demo), "output_dir": str(tmp_path / "out"),
                                         "pixdim": TINY_ISPY2["pixdim"], "slice_size": TINY_ISPY2["slice_size"]}, cwd)
     assert len(list((tmp_path / "out").glob("*_mask.nii.gz"))) == 5

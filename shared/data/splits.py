@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["split_cases", "write_datalist", "add_excluded"]
+__all__ = ["split_cases", "fold_split", "write_datalist", "add_excluded"]
 
 
 def split_cases(
@@ -30,6 +30,31 @@ def split_cases(
         "test": picked[n_val : n_val + n_test],
         "training": picked[n_val + n_test :],
     }
+    return {k: sorted(v, key=lambda c: c["case"]) for k, v in split.items()}
+
+
+def fold_split(
+    cases: Sequence[dict], folds: int, fold: int, val_fraction: float, seed: int = 0
+) -> dict[str, list[dict]]:
+    """Fold ``fold`` of ``folds``-fold cross-validation by case: the cases (sorted by ``case``, shuffled by ``seed``)
+    are dealt into ``folds`` groups of nearly equal size; group ``fold`` is the ``test`` set, and ``validation`` takes
+    ``val_fraction`` (at least one) of the other cases, drawn by ``seed`` and ``fold``. Every case is tested in exactly
+    one fold; the folds depend only on the case names, ``folds`` and ``seed``."""
+    if not 2 <= folds <= len(cases):
+        raise ValueError(f"need 2 <= folds <= the number of cases ({len(cases)}); got folds={folds}.")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}; got {fold}.")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"need 0 <= val_fraction < 1; got {val_fraction}.")
+    ordered = sorted(cases, key=lambda c: c["case"])
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    test = [ordered[i] for i in order[fold::folds]]
+    rest = [ordered[i] for i in sorted(set(order) - set(order[fold::folds]))]
+    n_val = max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0
+    if n_val >= len(rest):
+        raise ValueError(f"{len(cases)} case(s) are too few for {folds} folds with validation cases.")
+    picked = [rest[i] for i in np.random.default_rng([seed, fold]).permutation(len(rest))]
+    split = {"validation": picked[:n_val], "test": test, "training": picked[n_val:]}
     return {k: sorted(v, key=lambda c: c["case"]) for k, v in split.items()}
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
-from monai.transforms import apply_transform
+from monai.transforms import Compose, Randomizable, apply_transform
 
 from shared.data.screened_datasets import ScreenedCacheDataset
 from shared.data.splits import add_excluded
@@ -33,6 +33,8 @@ class TumourSliceDataset(torch.utils.data.Dataset):
         keys: the item keys to slice; ``mask_key`` finds the tumour.
         margin_slices: slices kept on each side of the tumour.
         num_workers: threads that cache the volumes.
+        cache_slices: keep the transformed slices in memory when ``transform`` has no random transform (the study's
+            preparation is deterministic), so each slice is prepared once, not once an epoch.
         datalist_file, split: where the patients set aside are recorded, and the datalist section they came from.
     """
 
@@ -47,6 +49,7 @@ class TumourSliceDataset(torch.utils.data.Dataset):
         num_workers: int | None = 1,
         datalist_file: str | None = None,
         split: str | None = None,
+        cache_slices: bool = True,
     ) -> None:
         self.keys, self.transform = list(keys), transform
         self.volumes = ScreenedCacheDataset(data, volume_transform, num_workers=num_workers, copy_cache=False,
@@ -72,11 +75,18 @@ class TumourSliceDataset(torch.utils.data.Dataset):
         if data and not index:
             raise ValueError(f"no usable patient left{f' ({split})' if split else ''}: {self.set_aside}")
         self.index = index
+        random = transform is not None and any(
+            isinstance(t, Randomizable) for t in (transform.flatten().transforms if isinstance(transform, Compose)
+                                                  else [transform]))
+        self.cached = [self._prepare(i) for i in range(len(index))] if cache_slices and not random else None
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict:
+        return dict(self.cached[i]) if self.cached is not None else self._prepare(i)
+
+    def _prepare(self, i: int) -> dict:
         v, z = self.index[i]
         volume = self.volumes[v]
         item = {"case": self.volumes.data[v].get("case", str(v))}

@@ -17,7 +17,7 @@ import numpy as np
 
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_group
-from shared.data.splits import split_cases, write_datalist
+from shared.data.splits import fold_split, split_cases, write_datalist
 
 __all__ = [
     "DEFAULT_PATTERNS",
@@ -126,21 +126,30 @@ def build_ispy2_datalist(
     seed: int = 0,
     patterns: Mapping[str, str] = DEFAULT_PATTERNS,
     pickles: Mapping[str, str] | None = None,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> dict[str, list[dict]]:
     """Split by patient into training/validation/test and write the datalist JSON.
 
     The items are patients: file paths from NIfTI folders; from ``pickles`` (``{"t2", "mask", "labels"}`` paths)
-    the patient's slices stacked into arrays (the JSON then lists patient ids per split).
+    the patient's slices stacked into arrays (the JSON then lists patient ids per split). With ``folds``, the test
+    patients are fold ``fold`` of a patient-grouped ``folds``-fold split (``test_fraction`` is then unused).
     """
+    def split(patients: list[dict]) -> dict[str, list[dict]]:
+        if folds:
+            return fold_split(patients, folds, fold, val_fraction, seed)
+        return split_cases(patients, val_fraction, test_fraction, seed)
+
+    folding = {"folds": folds, "fold": fold} if folds else {}
     if pickles:
-        volumes = patient_volumes(load_study_pickles(pickles["t2"], pickles["mask"], pickles["labels"]))
-        split = split_cases(volumes, val_fraction, test_fraction, seed)
-        write_datalist({k: [p["case"] for p in v] for k, v in split.items()} | {"source": dict(pickles)}, datalist_file)
-        return split
+        volumes = split(patient_volumes(load_study_pickles(pickles["t2"], pickles["mask"], pickles["labels"])))
+        write_datalist({k: [p["case"] for p in v] for k, v in volumes.items()} | {"source": dict(pickles), **folding},
+                       datalist_file)
+        return volumes
     valid, rejected = discover_patients(dataset_dir, patterns)
     if not valid:
         raise ValueError(f"no usable patient under {dataset_dir}; problems: {rejected}")
-    split = split_cases(valid, val_fraction, test_fraction, seed)
-    write_datalist({"dataset_dir": os.path.abspath(dataset_dir), "seed": seed, **split, "excluded": rejected},
-                   datalist_file)
-    return split
+    patients = split(valid)
+    write_datalist({"dataset_dir": os.path.abspath(dataset_dir), "seed": seed, **folding, **patients,
+                    "excluded": rejected}, datalist_file)
+    return patients

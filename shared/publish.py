@@ -50,16 +50,30 @@ class PublishError(RuntimeError):
 
 
 # --- the import closure ------------------------------------------------------------------------------------------
-def imports_of(source: str) -> set[str]:
-    """Absolute module names that ``source`` imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+def imports_of(source: str, package: str | None = None) -> set[str]:
+    """Absolute module names that ``source`` imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``). Relative
+    imports are resolved against ``package`` (the importing module's package) when it is given, else skipped."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                module = node.module
+            elif package is not None:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                continue
+            if module:
+                names.add(module)
+                names.update(f"{module}.{a.name}" for a in node.names)
     return names
+
+
+def package_of(name: str, path: Path) -> str:
+    """The package that relative imports in module ``name`` (source file ``path``) are resolved against."""
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
 def _module_file(name: str) -> Path | None:
@@ -95,7 +109,8 @@ def shared_modules_used(config_texts: list[str], script_sources: list[str] = ())
         found.add(name)
         parts = name.split(".")
         pending.update(".".join(parts[:i]) for i in range(1, len(parts)))
-        pending.update(m for n in imports_of(_module_file(name).read_text()) if (m := _as_module(n)))
+        path = _module_file(name)
+        pending.update(m for n in imports_of(path.read_text(), package_of(name, path)) if (m := _as_module(n)))
     return found
 
 

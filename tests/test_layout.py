@@ -13,7 +13,7 @@ import pytest
 
 from conftest import (BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN,
                       overrides, run_bundle)
-from shared.publish import imports_of
+from shared.publish import imports_of, package_of
 
 SHARED = REPO / "shared"
 # networks, losses, transforms -> data -> engines, handlers, metrics, inferers, writers -> hub, publish
@@ -39,7 +39,7 @@ def test_every_shared_module_belongs_to_a_layer():
 def test_imports_point_down_the_layers():
     wrong = []
     for module, path in _modules().items():
-        for imported in imports_of(path.read_text()):
+        for imported in imports_of(path.read_text(), package_of(module, path)):
             if imported.split(".")[0] == "scripts":
                 wrong.append(f"{module} imports study code {imported}")
             elif imported.startswith("shared.") and module != "shared":
@@ -133,3 +133,11 @@ def test_mlflow_tracking_records_a_training_run(brats_workdir, tmp_path):
     experiment = client.get_experiment_by_name("monai_experiment")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1 and "train_loss" in runs[0].data.metrics and "val_mean_dice" in runs[0].data.metrics
+
+
+def test_relative_imports_in_shared_are_followed_by_publishing_and_the_layer_check():
+    source = "from .epoch_report import EpochReport\nfrom .. import data\nfrom ..data.splits import fold_split\n"
+    found = imports_of(source, package_of("shared.metrics.report", Path("shared/metrics/report.py")))
+    assert {"shared.metrics.epoch_report", "shared.data", "shared.data.splits"} <= found
+    assert package_of("shared.metrics", Path("shared/metrics/__init__.py")) == "shared.metrics"
+    assert imports_of(source) == set()  # without a package, relative imports cannot be resolved

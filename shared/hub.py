@@ -8,6 +8,7 @@ only checks sizes, so the sha256 is checked here and a file that fails it is del
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ __all__ = [
     "fetch_published_file",
     "ensure_weights",
     "record_published_file",
+    "trusted_sha256",
     "WeightsUnavailableError",
 ]
 
@@ -41,14 +43,17 @@ def read_large_files(bundle_root: str | Path) -> list[dict]:
 
 
 def published_entry(bundle_root: str | Path, relative_path: str) -> dict:
-    """``large_files.yml``'s entry for ``relative_path`` with ``repo``, ``revision`` parsed from its resolve URL."""
+    """``large_files.yml``'s entry for ``relative_path`` with ``repo``, ``revision`` and ``filename`` (the file's path
+    in the repo) parsed from its resolve URL."""
     for entry in read_large_files(bundle_root):
         if entry.get("path", "").lstrip("./") == relative_path:
             url = entry["url"]
             if "/resolve/" not in url:
                 raise WeightsUnavailableError(f"{url} is not a Hugging Face resolve URL (…/<repo>/resolve/<rev>/<file>).")
             head, tail = url.split("/resolve/", 1)
-            return {**entry, "repo": "/".join(head.rstrip("/").split("/")[-2:]), "revision": tail.split("/", 1)[0]}
+            revision, filename = tail.split("/", 1)
+            return {**entry, "repo": "/".join(head.rstrip("/").split("/")[-2:]), "revision": revision,
+                    "filename": filename}
     raise WeightsUnavailableError(f"{relative_path} is not listed in {Path(bundle_root) / 'large_files.yml'}.")
 
 
@@ -60,13 +65,49 @@ def _drop_cached(path: str) -> None:
             os.remove(p)
 
 
+def trusted_sha256(record: str | Path) -> dict[str, str]:
+    """The sha256 of each file trusted on first use, ``{"<repo>@<revision>/<filename>": sha256}``."""
+    record = Path(record)
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def _trust(record: Path, where: str, digest: str) -> None:
+    trusted = trusted_sha256(record)
+    trusted[where] = digest
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(record.name + ".partial")
+    partial.write_text(json.dumps(trusted, indent=2, sort_keys=True))
+    partial.replace(record)
+
+
+def _link_or_copy(source: str, destination: Path) -> None:
+    """Put ``source`` at ``destination`` atomically: a hard link to the cached blob (no second copy of gigabytes of
+    weights) where the file system allows it, else a copy."""
+    partial = destination.with_name(destination.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(os.path.realpath(source), partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    partial.replace(destination)
+
+
 def fetch_published_file(
-    repo: str, filename: str, revision: str, sha256: str, destination: str | Path, token: str | bool | None = None
+    repo: str,
+    filename: str,
+    revision: str,
+    sha256: str,
+    destination: str | Path,
+    token: str | bool | None = None,
+    trust_record: str | Path | None = None,
 ) -> Path:
     """Put ``filename`` of ``repo`` at ``revision`` in ``destination`` unless a file with ``sha256`` is already there.
 
-    Raises :class:`WeightsUnavailableError` with what went wrong (offline, unknown repo/revision/file, no access,
-    sha256 mismatch); a file that fails the sha256 check is not left in the destination or in the HF cache.
+    With no ``sha256`` (a third party's file whose hash nobody published), ``trust_record`` enables trust on first
+    use: the first fetch's sha256 is recorded in that JSON file, and a later fetch of the same file and revision that
+    differs is refused. Raises :class:`WeightsUnavailableError` with what went wrong (offline, unknown
+    repo/revision/file, no access, sha256 mismatch); a file that fails its check is left neither in the destination
+    nor in the HF cache.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -78,13 +119,17 @@ def fetch_published_file(
     )
 
     destination = Path(destination)
-    if not sha256:
-        raise WeightsUnavailableError(
-            f"no sha256 is recorded for {filename}: it has not been published yet (python -m shared.publish)."
-        )
-    if destination.is_file() and sha256_file(destination) == sha256:
-        return destination
     where = f"{repo}@{revision}/{filename}"
+    first_use, source = False, "published"
+    if not sha256:
+        if trust_record is None:
+            raise WeightsUnavailableError(
+                f"no sha256 is recorded for {filename}: it has not been published yet (python -m shared.publish)."
+            )
+        sha256 = trusted_sha256(trust_record).get(where, "")
+        first_use, source = not sha256, f"trusted (recorded in {trust_record})"
+    if sha256 and destination.is_file() and sha256_file(destination) == sha256:
+        return destination
     try:  # LocalEntryNotFoundError subclasses EntryNotFoundError: it must come first
         cached = hf_hub_download(repo_id=repo, filename=filename, revision=revision, token=token)
     except GatedRepoError as e:
@@ -103,17 +148,24 @@ def fetch_published_file(
     except EntryNotFoundError as e:
         raise WeightsUnavailableError(f"{where}: no such file at version {revision!r}.") from e
     actual = sha256_file(cached)
+    if first_use:
+        _trust(Path(trust_record), where, actual)
+        sha256 = actual
+        logger.warning(
+            f"{where}: no sha256 is published for this file; trusting this first download (sha256 {actual}, recorded "
+            f"in {trust_record}: a later download that differs is refused). To pin it for everyone, set its "
+            f"hash_val to {actual} in the bundle's large_files.yml."
+        )
     if actual != sha256:
         _drop_cached(cached)
         raise WeightsUnavailableError(
-            f"{where}: sha256 {actual} does not match the published {sha256}; the download was deleted."
+            f"{where}: sha256 {actual} does not match the {source} {sha256}; the download was deleted. If the file "
+            "was changed on purpose upstream, check it and pin the revision you trust."
         )
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    shutil.copyfile(cached, partial)
-    partial.replace(destination)
+    _link_or_copy(cached, destination)
     write_sha256(destination, sha256)
-    logger.info(f"fetched {where} (sha256 verified) to {destination}")
+    logger.info(f"fetched {where} (sha256 {'recorded' if first_use else 'verified'}) to {destination}")
     return destination
 
 
@@ -125,13 +177,17 @@ def ensure_weights(
     repo: str | None = None,
     token: str | bool | None = None,
     train_config: str = "configs/train.json",
+    revision: str | None = None,
+    trust_on_first_use: bool = False,
 ) -> str:
     """The checkpoint a config should load, checked against the sha256 recorded beside it (or, for a file without
     one, the published sha256 in ``large_files.yml``, which is then recorded beside it): ``path`` if it exists,
     else (when ``use_published``) the file published as ``published_path`` in ``bundle_root/large_files.yml``,
     fetched from ``repo`` (default: the recorded one) and verified into ``path``; else a ``FileNotFoundError`` that
     says how to get weights (``train_config`` trains them). A file that fails its check raises
-    ``shared.data.integrity.WeightsIntegrityError`` naming it."""
+    ``shared.data.integrity.WeightsIntegrityError`` naming it. ``revision`` overrides the recorded one (a tag, branch
+    or commit); ``trust_on_first_use`` accepts a file whose sha256 nobody published (a study's own weights), recording
+    it in ``<folder of path>/trusted_sha256.json`` (see :func:`fetch_published_file`)."""
     if os.path.isfile(path):
         if recorded_sha256(path) is None:  # e.g. fetched by `monai.bundle download_large_files`, which checked it
             published = next((e.get("hash_val") for e in read_large_files(bundle_root)
@@ -147,7 +203,12 @@ def ensure_weights(
             f"python -m monai.bundle download_large_files --bundle_path {bundle_root}"
         )
     entry = published_entry(bundle_root, published_path)
-    fetch_published_file(repo or entry["repo"], published_path, entry["revision"], entry.get("hash_val", ""), path, token)
+    revision = revision or entry["revision"]
+    pinned = entry.get("hash_val", "") if revision == entry["revision"] else ""
+    trust_record = None
+    if trust_on_first_use:
+        trust_record = os.path.join(os.path.dirname(os.path.abspath(path)), "trusted_sha256.json")
+    fetch_published_file(repo or entry["repo"], entry["filename"], revision, pinned, path, token, trust_record)
     return path
 
 

@@ -1,0 +1,1 @@
+"""Loss functions shared by the bundles (torch / MONAI only)."""

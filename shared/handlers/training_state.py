@@ -150,7 +150,8 @@ class TrainingState:
 
     def _settings(self, engine: Engine) -> dict:
         loader = getattr(engine, "data_loader", None)
-        networks = {name: [[k, list(v.shape)] for k, v in obj.state_dict().items()]
+        # a module's extra state (e.g. a network preset) is a setting too
+        networks = {name: [[k, list(v.shape) if isinstance(v, torch.Tensor) else v] for k, v in obj.state_dict().items()]
                     for name, obj in self._stateful(engine).items() if isinstance(obj, torch.nn.Module)}
         return {"epoch_length": engine.state.epoch_length, "batch_size": getattr(loader, "batch_size", None),
                 "world_size": dist.get_world_size() if dist.is_initialized() else 1, "networks": networks,

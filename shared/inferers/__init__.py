@@ -1,0 +1,1 @@
+"""Inferers: how a network is applied to a whole case."""

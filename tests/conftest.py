@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 BRATS = REPO / "bundles" / "brats_mri_slice_segmentation"
 ISPY2 = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
 HIPMRI = REPO / "bundles" / "hipmri_pelvis_vqvae"
+BABYAI = REPO / "bundles" / "babyai_infant_brain_t2w_sr"
 BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
 MULTI_GPU = REPO / "shared" / "configs" / "multi_gpu_train.json"
 SCHEMA_DIR = REPO.parent / "shared" / "schema"  # the steering folder beside the checkout, when present
@@ -144,3 +145,19 @@ def hipmri_demo(tmp_path_factory) -> Path:
 # 64x32 slices (a 16x8 code grid), one short epoch: each HipMRI run takes seconds
 TINY_HIPMRI = {"image_size": "[64, 32]", "train#trainer#max_epochs": "1", "train#trainer#epoch_length": "2",
                "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}
+
+
+# the BABY-AI demo at 3 mm (61x73x61; 4 subjects, 5 sessions) with 16^3 patches: each config runs in seconds
+TINY_BABYAI = {"demo#num_subjects": "4", "demo#voxel_size": "3.0", "pixdim": "[3.0, 3.0, 3.0]",
+               "patch_size": "[16, 16, 16]", "patch_margin": "2", "patches_per_volume": "2",
+               "train#trainer#max_epochs": "1", "val_interval": "1", "slice_factors": "[2, 4]", "slice_axes": "[0, 2]",
+               "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}
+
+
+@pytest.fixture(scope="session")
+def babyai_demo(tmp_path_factory) -> Path:
+    """The BABY-AI demo in its BIDS layout, at 3 mm."""
+    ensure_babyai_demo = bundle_module(BABYAI, "demo").ensure_babyai_demo
+    root = tmp_path_factory.mktemp("babyai") / "baby_open_brains"
+    return Path(ensure_babyai_demo(str(root), num_subjects=int(TINY_BABYAI["demo#num_subjects"]),
+                                   voxel_size=float(TINY_BABYAI["demo#voxel_size"])))

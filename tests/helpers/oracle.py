@@ -33,3 +33,10 @@ class IdentityReconstruction(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.clone(), torch.zeros(())
+
+
+class T2wChannel(torch.nn.Module):
+    """A super-resolution stand-in that returns its input's T2w channel (channel 1) unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1:2].clone()

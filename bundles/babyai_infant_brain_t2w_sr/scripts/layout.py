@@ -12,7 +12,8 @@ from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_dims, check_nifti_group
 from shared.data.splits import split_cases, write_datalist
 
-__all__ = ["DEFAULT_T1W_PATTERN", "session_pairs", "build_babyai_datalist", "inference_pairs", "by_thickness_and_axis"]
+__all__ = ["DEFAULT_T1W_PATTERN", "session_pairs", "build_babyai_datalist", "inference_pairs", "by_thickness_and_axis",
+           "registration_atlas"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_T1W_PATTERN = "sub-*/ses-*/anat/sub-*_ses-*_space-INFANTMNIacpc_T1w.nii.gz"
@@ -149,3 +150,15 @@ def by_thickness_and_axis(items: Sequence[dict], factors: Sequence[int], axes: S
     """Each item once per simulated slice thickness (``factor`` x the voxel size) and slice axis."""
     return [{**item, "case": f"{item['case']}_k{f}_axis{a}", "session": item["case"], "factor": int(f), "axis": int(a)}
             for item in items for f in factors for a in axes]
+
+
+def registration_atlas(atlas: str | None, register: bool, fetch_published: Callable[[], str]) -> str | None:
+    """The atlas to register to: ``atlas`` (a file) when given, else the study's ``infant_atlas.nii.gz`` fetched
+    from the hub by ``fetch_published()`` (only when ``register``: no download otherwise)."""
+    if not register:
+        return None
+    if atlas:
+        if not os.path.isfile(atlas):
+            raise FileNotFoundError(f"--atlas {atlas}: no such file.")
+        return atlas
+    return fetch_published()

@@ -25,7 +25,8 @@ class BabyAIUNet(UNet):
     whose state dict records ``preset`` (as the module's extra state), so weights say which network they belong
     to. A state dict without that record (the study's plain ``pretrained_weights.pth``) is read as the preset's own;
     one recorded for another preset is refused, naming both. A preset with ``residual`` adds the input's T2w
-    channel to the output (the network learns the correction to the interpolation); ``published`` does not."""
+    channel to the output (the network learns the correction to the interpolation), scaled by a learnt factor that
+    starts at 0 (ReZero), so training starts from the interpolation itself; ``published`` does not."""
 
     def __init__(self, preset: str = "published") -> None:
         if preset not in PRESETS:
@@ -34,11 +35,14 @@ class BabyAIUNet(UNet):
         self.residual: bool = bool(settings.pop("residual", False))
         super().__init__(spatial_dims=3, in_channels=2, out_channels=1, norm=None, **settings)
         self.preset = preset
+        if self.residual:
+            self.correction_scale = torch.nn.Parameter(torch.zeros(1))
         self._register_load_state_dict_pre_hook(self._accept_unrecorded_preset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out + x[:, 1:2] if self.residual else out
+        if self.residual:
+            return x[:, 1:2] + self.correction_scale * self.model(x)
+        return self.model(x)
 
     def get_extra_state(self) -> dict[str, str]:
         return {"preset": self.preset}

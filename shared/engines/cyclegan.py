@@ -75,7 +75,8 @@ class ImagePool:
         if self.size == 0:
             return images
         returned = []
-        for image in images.detach().split(1):
+        # plain tensors in the pool (not MetaTensors), so that a saved state loads with weights_only=True
+        for image in images.detach().as_subclass(torch.Tensor).split(1):
             if len(self.images) < self.size:
                 self.images.append(image.clone())  # a copy, so the pool does not keep the whole batch alive
                 returned.append(image)

@@ -1,0 +1,125 @@
+"""What the IHC -> H&E translation gives, for people: the test table with the identity baseline beside it, and
+TensorBoard panels of CycleGAN's real, translated and reconstructed images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric
+
+from shared.metrics.epoch_report import EpochReport
+
+__all__ = ["FID_NOTE", "TranslationReport", "cyclegan_panels"]
+
+FID_NOTE = ("FID: not computed (it needs the weights of an Inception network, which cannot be fetched offline; "
+            "no stand-in value is given).")
+METRICS = ("ssim", "psnr")
+# report section -> the image compared with the real H&E
+COMPARISONS = {"translation": "pred", "identity_baseline": "image"}
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
+
+
+class TranslationReport(EpochReport):
+    """SSIM and PSNR of each translated image against the real H&E (``translation``) and, beside them, of the IHC
+    image as it is against the same H&E (``identity_baseline``: what translation must beat), per case and over the
+    cases. The evaluator's decollated outputs hold tiles (``pred_key``: translated, ``source_key``: the IHC input,
+    ``label_key``: the real H&E, all on one scale, e.g. [0, 1]); a case's value is the mean over its tiles, which the
+    batch's ``case_key`` groups. Writes ``<name>.json`` (summary and cases), ``<name>.csv`` (one row a case) and
+    ``<name>.md`` (the model card's table, with a line saying that FID is not computed).
+
+    Args:
+        output_dir: folder of the three files.
+        name: their name without suffix.
+        data_range: the images' value range (1 for [0, 1]).
+        pred_key, source_key, label_key: output keys of the translated image, the input and the target.
+        case_key, her2_key: batch keys of the case name and of its HER2 level (``None`` if there is none).
+    """
+
+    csv_header = ("case", "her2", "tiles", "ssim", "psnr", "identity_ssim", "identity_psnr")
+
+    def __init__(self, output_dir: str, name: str = "cyclegan_test_metrics", data_range: float = 1.0,
+                 pred_key: str = "pred", source_key: str = "image", label_key: str = "label", case_key: str = "case",
+                 her2_key: str | None = "her2") -> None:
+        super().__init__(output_dir, name)
+        self.data_range = data_range
+        self.keys = {"pred": pred_key, "image": source_key, "label": label_key}
+        self.case_key, self.her2_key = case_key, her2_key
+        self.ssim = SSIMMetric(spatial_dims=2, data_range=data_range)
+        self.psnr = PSNRMetric(max_val=data_range)
+        self.tiles: dict[str, list[dict]] = {}
+        self.her2: dict[str, str | None] = {}
+
+    def reset(self) -> None:
+        self.tiles, self.her2 = {}, {}
+
+    def _image(self, output: Mapping, key: str) -> torch.Tensor:
+        return torch.as_tensor(output[self.keys[key]]).detach().float().cpu()[None]
+
+    def update(self, engine) -> None:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(engine.state.output)
+        for item, out in zip(batch, engine.state.output):
+            case = str(item.get(self.case_key, f"tile_{sum(map(len, self.tiles.values()))}"))
+            label = self._image(out, "label")
+            scores = {}
+            for section, key in COMPARISONS.items():
+                image = self._image(out, key)
+                scores[section] = {"ssim": float(self.ssim(image, label).mean()),
+                                   "psnr": float(self.psnr(image, label).mean())}
+            self.tiles.setdefault(case, []).append(scores)
+            self.her2[case] = item.get(self.her2_key) if self.her2_key else None
+
+    def compute(self) -> dict:
+        cases = [{"case": case, "her2": self.her2[case], "tiles": len(tiles),
+                  **{section: {m: float(np.mean([t[section][m] for t in tiles])) for m in METRICS}
+                     for section in COMPARISONS}}
+                 for case, tiles in self.tiles.items()]
+        summary = {section: {m: _mean_sd([c[section][m] for c in cases]) for m in METRICS}
+                   for section in COMPARISONS} if cases else {}
+        return {"num_cases": len(cases), "num_tiles": sum(c["tiles"] for c in cases), "data_range": self.data_range,
+                **summary, "fid": FID_NOTE, "cases": cases}
+
+    def csv_rows(self, result: dict) -> Iterable[Sequence]:
+        for c in result["cases"]:
+            yield [c["case"], c["her2"] or "", c["tiles"], f"{c['translation']['ssim']:.4f}",
+                   f"{c['translation']['psnr']:.3f}", f"{c['identity_baseline']['ssim']:.4f}",
+                   f"{c['identity_baseline']['psnr']:.3f}"]
+
+    @staticmethod
+    def markdown(result: dict) -> str:
+        labels = {"translation": "CycleGAN IHC -> H&E", "identity_baseline": "identity baseline (the IHC image as it is)"}
+        rows = [f"| {labels[s]} | {result[s]['ssim']['mean']:.4f} | {result[s]['ssim']['sd']:.4f} | "
+                f"{result[s]['psnr']['mean']:.2f} | {result[s]['psnr']['sd']:.2f} |" for s in COMPARISONS if s in result]
+        return (f"Measured by `configs/evaluate_cyclegan.json` on {result['num_cases']} IHC / H&E test pair(s) "
+                f"({result['num_tiles']} tiles at the network's input size; a pair's value is the mean of its tiles; "
+                f"images on [0, {result['data_range']:g}]), against the real H&E:\n\n"
+                "| | SSIM mean | SSIM sd | PSNR (dB) mean | PSNR (dB) sd |\n|---|---|---|---|---|\n"
+                + "\n".join(rows) + f"\n\n{result['fid']}\n")
+
+    def summary(self, result: dict) -> str | None:
+        if not result["num_cases"]:
+            return None
+        t, b = result["translation"], result["identity_baseline"]
+        return (f"{self.name}: SSIM {t['ssim']['mean']:.4f} (identity baseline {b['ssim']['mean']:.4f}), PSNR "
+                f"{t['psnr']['mean']:.2f} dB (baseline {b['psnr']['mean']:.2f} dB) over {result['num_cases']} pair(s)")
+
+
+def cyclegan_panels(
+    output: Sequence[Mapping[str, torch.Tensor]],
+    rows: Sequence[Sequence[str]] = (("real_A", "fake_B", "rec_A"), ("real_B", "fake_A", "rec_B")),
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> list[torch.Tensor]:
+    """One RGB panel (3xHxW on [0, 1]) per item of a ``shared.engines.cyclegan.CycleGANTrainer``'s decollated output:
+    a row of images for each entry of ``rows``, by default real IHC | translated to H&E | back to IHC, and below it
+    real H&E | translated to IHC | back to H&E. The ``output_transform`` of a ``TensorBoardImageHandler`` with
+    ``max_channels`` 3."""
+    low, high = value_range
+    panels = []
+    for item in output:
+        grid = torch.cat([torch.cat([item[key].detach().float().cpu() for key in row], dim=-1) for row in rows], dim=-2)
+        panels.append(((grid - low) / (high - low)).clamp(0, 1))
+    return panels

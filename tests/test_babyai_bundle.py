@@ -1,5 +1,6 @@
 """The BABY-AI bundle through its real configs: presets and the study's weights, the demo and its split, train ->
-evaluate -> inference (geometry, registration) -> synthesize, the published weights from the hub, bad inputs."""
+evaluate -> inference (geometry, registration) -> synthesize, the published weights from the hub, bad inputs. (The
+multi-GPU config runs with torchrun in tests/test_published_bundles.py, on the published copy.)"""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BABYAI, MULTI_GPU, REPO, TINY_BABYAI, overrides, run_bundle, run_torchrun
+from conftest import BABYAI, REPO, TINY_BABYAI, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.hub_fixtures import hub_env, run_python, sha
+from shared.transforms.anisotropy import SimulateAnisotropy
 
 CONFIGS = BABYAI / "configs"
 ORACLE = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
@@ -60,8 +62,8 @@ def test_published_preset_is_the_study_network_and_loads_its_state_dict_strictly
     x = torch.rand(1, 2, 16, 16, 16)
     with torch.no_grad():  # the small preset learns the correction to the interpolated T2w
         assert torch.equal(small(x), x[:, 1:2])  # it starts as the interpolation itself
-        small.correction_scale.fill_(0.5)
-        assert torch.allclose(small(x), x[:, 1:2] + 0.5 * small.model(x))
+        torch.nn.init.normal_(small.model[-1][0].conv.weight)
+        assert torch.allclose(small(x), x[:, 1:2] + small.model(x)) and not torch.equal(small(x), x[:, 1:2])
 
 
 def test_foreground_windows_give_the_plain_inferers_result_in_the_foreground():
@@ -178,11 +180,12 @@ def test_inference_writes_each_output_on_its_t1w_grid(babyai_demo, tmp_path):
                             "output_dir": str(tmp_path / "out")})], cwd=tmp_path, env=ORACLE)
     source, output = nib.load(t1w), nib.load(tmp_path / "out" / "sub-X_T2w_sr.nii.gz")
     assert output.shape == source.shape and np.allclose(output.affine, source.affine)
-    truth = np.asarray(nib.load(_session(babyai_demo)[1]).dataobj)[::-1, ::-1].astype(float)
+    truth = np.asarray(nib.load(_session(babyai_demo)[1]).dataobj)[::-1, ::-1].astype(np.float32)
+    cubic = SimulateAnisotropy(3, 2)(truth[None])[0]  # what the stand-in returns, on the T1w's grid
     sr = output.get_fdata()
     brain = truth > 0
     assert 0 <= sr.min() and sr.max() <= 1.0 + 1e-5
-    assert np.corrcoef(sr[brain], truth[brain])[0, 1] > 0.9
+    assert np.corrcoef(sr[brain], cubic[brain])[0, 1] > 0.98
     assert json.loads((tmp_path / "out" / "inference_report.json").read_text())["succeeded"] == ["sub-X_T2w"]
 
 
@@ -280,7 +283,8 @@ def test_bad_inputs_are_named_and_the_folder_run_goes_on(babyai_demo, tmp_path):
                                cwd=tmp_path, env=ORACLE, check=False)
     assert unregistrable.returncode != 0
     report = json.loads((tmp_path / "out2" / "inference_report.json").read_text())
-    assert report["failed"][0]["error"].startswith(str(tmp_path / "slab_T1w.nii.gz"))
+    error = report["failed"][0]["error"]
+    assert f"{tmp_path / 'slab_T1w.nii.gz'}: rigid registration" in error and "overlap" in error
 
 
 @pytest.mark.slow
@@ -328,10 +332,3 @@ def test_study_weights_from_the_hub_are_trusted_on_first_use_then_pinned(hub, ba
                                      "output_dir": str(tmp_path / "out")})], hub_env(hub, home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert len(list((tmp_path / "out").glob("*_sr.nii.gz"))) == 1
-
-
-@pytest.mark.slow
-def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
-    args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
-    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
-    assert (tmp_path / "models" / "model.pt").is_file()

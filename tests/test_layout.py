@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN,
-                      overrides, run_bundle)
+from conftest import (BABYAI, BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2,
+                      TINY_TRAIN, overrides, run_bundle)
 from shared.publish import imports_of, package_of
 
 SHARED = REPO / "shared"
@@ -102,14 +102,15 @@ print("missing:", workflow.check_properties())
     "bundle,config,workflow_type",
     [(BRATS, "train.json", "train"), (BRATS, "inference.json", "infer"), (ISPY2, "train.json", "train"),
      (ISPY2, "train_vae.json", "train"), (ISPY2, "inference.json", "infer"), (HIPMRI, "train.json", "train"),
-     (HIPMRI, "inference.json", "infer")],
+     (HIPMRI, "inference.json", "infer"), (BABYAI, "train.json", "train"), (BABYAI, "inference.json", "infer")],
     ids=lambda x: x.name if isinstance(x, Path) else x,
 )
 def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats_demo_dir, breast_demo, hipmri_demo,
-                                            tmp_path):
+                                            babyai_demo, tmp_path):
     demo = {BRATS: {**TINY_BRATS, "demo#dir": str(brats_demo_dir)},
             ISPY2: {**TINY_ISPY2, "demo#dir": str(breast_demo)},
-            HIPMRI: {**TINY_HIPMRI, "demo#dir": str(hipmri_demo)}}[bundle]
+            HIPMRI: {**TINY_HIPMRI, "demo#dir": str(hipmri_demo)},
+            BABYAI: {**TINY_BABYAI, "demo#dir": str(babyai_demo)}}[bundle]
     args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
     args.update(output_dir=str(tmp_path), ckpt_dir=str(tmp_path))
     if workflow_type == "infer":

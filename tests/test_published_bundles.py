@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from conftest import BRATS, HIPMRI, ISPY2, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN, overrides
+from conftest import BABYAI, BRATS, HIPMRI, ISPY2, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN, overrides
 from helpers.hub_fixtures import download, isolated_env, run_python
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,32 @@ def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri
     _run([configs / "train_prior.json"], work, cwd, run_id="training")
     _run([configs / "train_prior.json", configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
     assert (tmp_path / "eval" / "generated" / "sample_001.nii.gz").is_file()
+    _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
+         run_id="training", torchrun=True)
+    assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def downloaded_babyai(published_babyai, hub, tmp_path_factory) -> Path:
+    return download(hub, BABYAI.name, _version(BABYAI), tmp_path_factory.mktemp("users_babyai"))
+
+
+def test_published_babyai_runs_every_config_standalone(downloaded_babyai, babyai_demo, tmp_path):
+    configs = downloaded_babyai / "configs"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    work = {**TINY_BABYAI, "demo#dir": str(babyai_demo), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval")}
+    _run([configs / "train.json"], work, cwd, run_id="training")
+    evaluation = {k: v for k, v in work.items() if "num_workers" not in k}
+    _run([configs / "train.json", configs / "evaluate.json"], evaluation, cwd)
+    assert (tmp_path / "eval" / "test_metrics.json").is_file()
+    inference = {k: TINY_BABYAI[k] for k in ("demo#num_subjects", "demo#voxel_size", "pixdim", "patch_size")}
+    _run([configs / "inference.json"], {**inference, "dataset_dir": str(babyai_demo), "ckpt_dir": str(tmp_path / "models"),
+                                        "output_dir": str(tmp_path / "out")}, cwd)
+    assert len(list((tmp_path / "out").glob("*_T2w_sr.nii.gz"))) == 5
+    _run([configs / "synthesize.json"], {"dataset_dir": str(babyai_demo), "synthesis_dir": str(tmp_path / "thick")}, cwd)
+    assert len(list((tmp_path / "thick").glob("sub-*/ses-*/anat/*_acq-k4axial_*_T2w.nii.gz"))) == 5
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
          run_id="training", torchrun=True)
     assert (tmp_path / "ddp" / "model.pt").is_file()

@@ -489,8 +489,9 @@ class RigidRegisterd(MapTransform, InvertibleTransform):
     once). The moving image ``data[reference_key]`` (default: the first key, e.g. ``t1w``) is registered to it and
     every key in ``keys`` (e.g. ``t1w``, ``t2w``, already aligned with each other in scanner space) is resampled onto
     the fixed grid with the same matrix; the matrix (4x4 float64 numpy, fixed-to-moving, RAS) is stored in
-    ``data[f"{key}{matrix_key_postfix}"]`` for each key. ``mode`` is one interpolation or one per key. The inverse
-    maps images of the fixed space back to each key's native grid.
+    ``data[matrix_key]`` (not under a ``<key>_`` name: MONAI's spatial transforms take those for metadata).
+    ``mode`` is one interpolation or one per key. The inverse maps images of the fixed space back to each key's
+    native grid.
     """
 
     backend = RigidRegister.backend
@@ -503,7 +504,7 @@ class RigidRegisterd(MapTransform, InvertibleTransform):
         reference_key: str | None = None,
         mode: str | Sequence[str] = "linear",
         padding_value: float = 0.0,
-        matrix_key_postfix: str = "_rigid_to_fixed",
+        matrix_key: str = "rigid_to_fixed",
         allow_missing_keys: bool = False,
         **registration_options: Any,
     ) -> None:
@@ -516,7 +517,7 @@ class RigidRegisterd(MapTransform, InvertibleTransform):
         for m in self.mode:
             if m not in INTERPOLATION_ORDERS:
                 raise ValueError(f"mode must be one of {sorted(INTERPOLATION_ORDERS)}, got {m!r}.")
-        self.matrix_key_postfix = matrix_key_postfix
+        self.matrix_key = matrix_key
         self.registerer = RigidRegister(mode=self.mode[0], padding_value=padding_value, **registration_options)
 
     def fixed_image(self, data: Mapping[Hashable, Any]) -> MetaTensor:
@@ -536,7 +537,7 @@ class RigidRegisterd(MapTransform, InvertibleTransform):
         matrix = self.registerer.register(d[self.reference_key], fixed).matrix
         for key, mode in self.key_iterator(d, self.mode):
             d[key] = self.registerer(d[key], fixed, matrix=matrix, mode=mode)
-            d[f"{key}{self.matrix_key_postfix}"] = matrix.copy()
+        d[self.matrix_key] = matrix.copy()
         return d
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

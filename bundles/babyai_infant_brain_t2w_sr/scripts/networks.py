@@ -25,8 +25,8 @@ class BabyAIUNet(UNet):
     whose state dict records ``preset`` (as the module's extra state), so weights say which network they belong
     to. A state dict without that record (the study's plain ``pretrained_weights.pth``) is read as the preset's own;
     one recorded for another preset is refused, naming both. A preset with ``residual`` adds the input's T2w
-    channel to the output (the network learns the correction to the interpolation), scaled by a learnt factor that
-    starts at 0 (ReZero), so training starts from the interpolation itself; ``published`` does not."""
+    channel to the output (the network learns the correction to the interpolation) and starts with its last block
+    at zero, so training starts from the interpolation itself; ``published`` does not."""
 
     def __init__(self, preset: str = "published") -> None:
         if preset not in PRESETS:
@@ -36,13 +36,17 @@ class BabyAIUNet(UNet):
         super().__init__(spatial_dims=3, in_channels=2, out_channels=1, norm=None, **settings)
         self.preset = preset
         if self.residual:
-            self.correction_scale = torch.nn.Parameter(torch.zeros(1))
+            # the top block's convolutions start at zero (not its PReLU, whose slope carries the first gradients),
+            # so the correction starts at 0
+            for module in self.model[-1].modules():
+                if isinstance(module, torch.nn.modules.conv._ConvNd):
+                    torch.nn.init.zeros_(module.weight)
+                    torch.nn.init.zeros_(module.bias)
         self._register_load_state_dict_pre_hook(self._accept_unrecorded_preset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.residual:
-            return x[:, 1:2] + self.correction_scale * self.model(x)
-        return self.model(x)
+        out = self.model(x)
+        return out + x[:, 1:2] if self.residual else out
 
     def get_extra_state(self) -> dict[str, str]:
         return {"preset": self.preset}

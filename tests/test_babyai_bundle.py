@@ -320,14 +320,18 @@ def test_study_weights_from_the_hub_are_trusted_on_first_use_then_pinned(hub, ba
     assert no_cache.returncode != 0 and "not in the local Hugging Face cache" in no_cache.stdout
     for f in models.glob("pretrained_weights.pth*"):
         f.unlink()
-    hub.tamper(repo, "main", "pretrained_weights.pth", weights.read_bytes() + b"changed")
+    # the file changes upstream: a new commit on main
+    hub.repos[repo]["commits"]["d" * 40] = {"pretrained_weights.pth": weights.read_bytes() + b"changed"}
+    hub.repos[repo]["order"].append("d" * 40)
+    hub.repos[repo]["refs"]["main"] = "d" * 40
     changed = run_python(["-c", code], hub_env(hub, home), cwd=tmp_path)
     assert changed.returncode != 0 and "does not match the trusted" in changed.stdout
     assert not (models / "pretrained_weights.pth").exists()
-    # the whole inference config, on the trusted file the cache no longer has: fetched again and run
-    hub.tamper(repo, "main", "pretrained_weights.pth", weights.read_bytes())
+    # main back at the trusted commit: the whole inference config fetches it (from the cache) and runs
+    hub.repos[repo]["refs"]["main"] = "c" * 40
     result = run_python(["-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"),
                          *overrides({**TINY_INFERENCE, "demo#dir": str(babyai_demo), "use_published_weights": "True",
+                                     "preset": "small",  # the stand-in for the study's weights is a small network
                                      "ckpt_dir": str(models),
                                      "output_dir": str(tmp_path / "out")})], hub_env(hub, home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]

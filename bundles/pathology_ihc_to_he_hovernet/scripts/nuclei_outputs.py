@@ -1,0 +1,213 @@
+"""What the chained inference writes for each input ``<stem>``, in ``output_dir``:
+
+- ``<stem>_he.png``: the H&E image HoVer-Net saw (the translation of an IHC input, or the input itself with ``stain
+  he``), at the processing level; for an input larger than ``max_map_pixels`` (a whole slide at level 0) a preview
+  of at most ``preview_size`` pixels a side (its scale is in the JSON).
+- ``<stem>_instances.tif`` (int32, 0 background, nucleus ``id`` elsewhere) and ``<stem>_types.tif`` (uint8, 0
+  background, 1..5 the nucleus types) at the processing level, zlib-compressed, tiled when large; ``.npy`` with
+  ``map_format="npy"``. Not written for inputs larger than ``max_map_pixels`` (the JSON and GeoJSON hold every
+  nucleus).
+- ``<stem>_nuclei.json``: the input, level and scales, and ``nuclei``: ``{"id", "centroid": [x, y], "type",
+  "type_name", "type_probability", "area", "contour": [[x, y], ...]}``, coordinates in level-0 pixels (x: column,
+  y: row), ``area`` in processing-level pixels (the instance map's count).
+- ``<stem>_nuclei.geojson``: the same nuclei for QuPath (File > Import objects): a ``FeatureCollection`` of
+  ``Polygon`` features (closed rings, level-0 pixels) with ``objectType: "detection"``, the type as
+  ``classification`` (name and colour) and the id, area and type probability as ``measurements``.
+- ``<stem>_overlay.png``: the nuclei's contours over ``<stem>_he.png``, coloured by type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tifffile
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from PIL import Image, ImageDraw
+
+from .layout import NUCLEUS_TYPES
+
+__all__ = ["TYPE_NAMES", "TYPE_COLOURS", "Nucleus", "NucleiResult", "nuclei_json", "nuclei_geojson",
+           "draw_contours", "write_label_map", "SaveNucleiOutputsd"]
+
+logger = logging.getLogger(__name__)
+TYPE_NAMES: dict[int, str] = {0: "Unclassified", **{i: name for i, name in enumerate(NUCLEUS_TYPES, start=1)}}
+# HoVer-Net's PanNuke colours: neoplastic red, inflammatory green, connective blue, dead yellow, epithelial orange
+TYPE_COLOURS: dict[int, tuple[int, int, int]] = {0: (128, 128, 128), 1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255),
+                                                 4: (255, 255, 0), 5: (255, 165, 0)}
+
+
+@dataclass
+class Nucleus:
+    """One nucleus: ``centroid`` ``(x, y)`` and ``contour`` ``(N, 2)`` in level-0 pixels, ``area`` in
+    processing-level pixels."""
+
+    id: int
+    centroid: tuple[float, float]
+    type: int
+    type_probability: float
+    area: int
+    contour: np.ndarray
+
+
+@dataclass
+class NucleiResult:
+    """The chained inference's result for one input.
+
+    ``he_image``: the H&E image (``he_scale``: level-0 pixels per its pixel, ``(x, y)``); ``instance_map`` /
+    ``type_map``: processing-level maps, ``None`` when the input is too large to hold them; ``size``, ``level0_size``:
+    ``(height, width)``; ``downsample``: level-0 pixels per processing-level pixel, ``(x, y)``."""
+
+    path: str
+    kind: str
+    stain: str
+    level: int
+    size: tuple[int, int]
+    level0_size: tuple[int, int]
+    downsample: tuple[float, float]
+    nuclei: list[Nucleus]
+    he_image: np.ndarray
+    he_scale: tuple[float, float]
+    instance_map: np.ndarray | None = None
+    type_map: np.ndarray | None = None
+    regions: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _number(value: float) -> float | int:
+    value = round(float(value), 2)
+    return int(value) if value.is_integer() else value
+
+
+def _points(contour: np.ndarray) -> list[list[float | int]]:
+    return [[_number(x), _number(y)] for x, y in contour]
+
+
+def nuclei_json(result: NucleiResult, files: Mapping[str, str | None], type_names: Mapping[int, str] = TYPE_NAMES
+                ) -> dict:
+    """The ``<stem>_nuclei.json`` document of ``result``; ``files``: the names of the other outputs."""
+    return {
+        "image": result.path,
+        "kind": result.kind,
+        "stain": result.stain,
+        "level": result.level,
+        "size": {"height": result.size[0], "width": result.size[1]},
+        "level0_size": {"height": result.level0_size[0], "width": result.level0_size[1]},
+        "downsample": {"x": result.downsample[0], "y": result.downsample[1]},
+        "coordinates": "level-0 pixels: x = column, y = row, from the top-left pixel; area in processing-level pixels",
+        "he_image_scale": {"x": result.he_scale[0], "y": result.he_scale[1]},
+        "files": dict(files),
+        "regions": result.regions,
+        "type_names": {str(k): v for k, v in type_names.items()},
+        "num_nuclei": len(result.nuclei),
+        "nuclei": [{"id": n.id, "centroid": [_number(n.centroid[0]), _number(n.centroid[1])], "type": n.type,
+                    "type_name": type_names.get(n.type, str(n.type)), "type_probability": round(n.type_probability, 4),
+                    "area": n.area, "contour": _points(n.contour)} for n in result.nuclei],
+    }
+
+
+def nuclei_geojson(result: NucleiResult, type_names: Mapping[int, str] = TYPE_NAMES,
+                   colours: Mapping[int, Sequence[int]] = TYPE_COLOURS) -> dict:
+    """A QuPath-compatible GeoJSON ``FeatureCollection`` of ``result``'s nuclei (detections, level-0 pixels); each
+    feature's ``id`` is a UUID derived from the input and the nucleus id."""
+    features = []
+    for n in result.nuclei:
+        ring = _points(n.contour)
+        ring.append(ring[0])
+        features.append({
+            "type": "Feature",
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{os.path.abspath(result.path)}#nucleus-{n.id}")),
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {
+                "objectType": "detection",
+                "isLocked": False,
+                "classification": {"name": type_names.get(n.type, str(n.type)),
+                                   "color": list(colours.get(n.type, (128, 128, 128)))},
+                "measurements": {"Nucleus ID": n.id, "Area px": n.area,
+                                 "Type probability": round(n.type_probability, 4)},
+            },
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def draw_contours(image: np.ndarray, nuclei: Sequence[Nucleus], scale: tuple[float, float],
+                  colours: Mapping[int, Sequence[int]] = TYPE_COLOURS, width: int = 1) -> np.ndarray:
+    """``image`` (RGB uint8) with each nucleus's contour drawn in its type's colour; contours are in level-0
+    pixels, ``scale`` level-0 pixels per image pixel ``(x, y)``."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    for n in nuclei:
+        points = [(float(x) / scale[0], float(y) / scale[1]) for x, y in n.contour]
+        draw.line(points + points[:1], fill=tuple(colours.get(n.type, (128, 128, 128))), width=width)
+    return np.asarray(picture)
+
+
+def write_label_map(path: str, labels: np.ndarray) -> None:
+    """A 2D label map as ``.npy``, or as a zlib-compressed TIFF (tiled 512x512 beyond 4096 pixels a side)."""
+    if path.endswith(".npy"):
+        np.save(path, labels)
+        return
+    tile = (512, 512) if max(labels.shape) > 4096 else None
+    tifffile.imwrite(path, labels, compression="zlib", tile=tile, photometric="minisblack")
+
+
+def _write_json(path: str, document: dict) -> None:
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(document, f, separators=(",", ":"))
+    os.replace(partial, path)
+
+
+class SaveNucleiOutputsd(MapTransform):
+    """Write a case's outputs (see the module's description) from the :class:`NucleiResult` under ``keys``, named
+    after the case's ``case_key`` entry, into ``output_dir``.
+
+    Args:
+        keys: key of the :class:`NucleiResult` (``"pred"``).
+        output_dir: the output folder.
+        map_format: ``"tif"`` or ``"npy"`` for the instance and type maps.
+        case_key: key of the case name (the output files' stem).
+        line_width: contour width in the overlay, in pixels.
+    """
+
+    def __init__(self, keys: KeysCollection, output_dir: str, map_format: str = "tif", case_key: str = "case",
+                 line_width: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if map_format not in ("tif", "npy"):
+            raise ValueError(f"map_format must be 'tif' or 'npy'; got {map_format!r}.")
+        self.output_dir, self.map_format, self.case_key, self.line_width = output_dir, map_format, case_key, line_width
+
+    def write(self, result: NucleiResult, stem: str) -> dict[str, str | None]:
+        """Write every output of ``result`` as ``<stem>_*``; return the file names."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        files: dict[str, str | None] = {
+            "he": f"{stem}_he.png", "instances": None, "types": None, "nuclei": f"{stem}_nuclei.json",
+            "geojson": f"{stem}_nuclei.geojson", "overlay": f"{stem}_overlay.png"}
+        where = {k: os.path.join(self.output_dir, v) for k, v in files.items() if v}
+        Image.fromarray(result.he_image).save(where["he"])
+        if result.instance_map is not None and result.type_map is not None:
+            files["instances"] = f"{stem}_instances.{self.map_format}"
+            files["types"] = f"{stem}_types.{self.map_format}"
+            write_label_map(os.path.join(self.output_dir, files["instances"]), result.instance_map.astype(np.int32))
+            write_label_map(os.path.join(self.output_dir, files["types"]), result.type_map.astype(np.uint8))
+        _write_json(where["nuclei"], nuclei_json(result, files))
+        _write_json(where["geojson"], nuclei_geojson(result))
+        overlay = draw_contours(result.he_image, result.nuclei, result.he_scale, width=self.line_width)
+        Image.fromarray(overlay).save(where["overlay"])
+        return files
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            result: NucleiResult = d[key]
+            stem = str(d.get(self.case_key) or os.path.splitext(os.path.basename(result.path))[0])
+            self.write(result, stem)
+            logger.info(f"{stem}: {len(result.nuclei)} nuclei written to {self.output_dir}")
+        return d

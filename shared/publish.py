@@ -28,6 +28,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -154,7 +155,20 @@ def _data_format(meta: dict, net_id: str) -> dict:
 
 
 def _first(output):
+    """A network's first output: of a tuple / list, or of a dict (e.g. HoVer-Net's branches), its first value."""
+    if isinstance(output, Mapping):
+        return next(iter(output.values()))
     return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _named_outputs(output, names: list[str]) -> dict:
+    """``{name: tensor}`` for the metadata's outputs: a dict network's entries by name, else its first output."""
+    if isinstance(output, Mapping):
+        missing = [n for n in names if n not in output]
+        if missing:
+            raise PublishError(f"the network gives outputs {sorted(output)}; the metadata names {missing} too")
+        return {n: output[n] for n in names}
+    return {names[0]: _first(output)}
 
 
 def _fake_inputs(data_format: dict) -> tuple[list[list[int]], torch.dtype]:
@@ -171,15 +185,15 @@ def _check_in_out(bundle: Path, meta: dict, net_id: str) -> str:
 
     data_format = _data_format(meta, net_id)
     shapes, dtype = _fake_inputs(data_format)
-    output = next(iter(data_format["outputs"].values()))
     network = _inference_parser(bundle).get_parsed_content(net_id).eval()
     with torch.no_grad():
         raw = network(torch.rand(shapes[0], dtype=dtype))
-    out = _first(raw)
-    if out.shape[1] != output["num_channels"] or str(out.dtype) != f"torch.{output.get('dtype', 'float32')}":
-        raise PublishError(f"{net_id} gives {out.shape[1]} {out.dtype} channel(s), the metadata says "
-                           f"{output['num_channels']} {output.get('dtype', 'float32')}")
-    if net_id == "network_def" and not isinstance(raw, (tuple, list)):
+    for name, out in _named_outputs(raw, list(data_format["outputs"])).items():
+        output = data_format["outputs"][name]
+        if out.shape[1] != output["num_channels"] or str(out.dtype) != f"torch.{output.get('dtype', 'float32')}":
+            raise PublishError(f"{net_id} gives {out.shape[1]} {out.dtype} channel(s) as {name}, the metadata says "
+                               f"{output['num_channels']} {output.get('dtype', 'float32')}")
+    if net_id == "network_def" and not isinstance(raw, (tuple, list, Mapping)):
         verify_net_in_out(net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"),
                           config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle))
         return "monai.bundle.verify_net_in_out"
@@ -208,7 +222,9 @@ def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, 
     with torch.no_grad():
         for shape in shapes:
             x = torch.randn(shape).to(dtype)
-            if not torch.allclose(_first(exported(x)), _first(eager(x)), atol=1e-4):
+            names = list(_data_format(meta, net_id)["outputs"])
+            ours, theirs = _named_outputs(exported(x), names), _named_outputs(eager(x), names)
+            if not all(torch.allclose(ours[n], theirs[n], atol=1e-4) for n in names):
                 raise PublishError(f"the {how} TorchScript {net_id} differs from eager at input {shape}")
     return how
 

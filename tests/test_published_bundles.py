@@ -143,7 +143,8 @@ def test_published_babyai_runs_every_config_standalone(downloaded_babyai, babyai
             "output_dir": str(tmp_path / "eval")}
     _run([configs / "train.json"], work, cwd, run_id="training")
     evaluation = {k: v for k, v in work.items() if "num_workers" not in k}
-    _run([configs / "train.json", configs / "evaluate.json"], evaluation, cwd)
+    _run([configs / "train.json", configs / "evaluate.json"], {**evaluation, "slice_factors": "[4]", "slice_axes": "[2]"},
+         cwd)
     assert (tmp_path / "eval" / "test_metrics.json").is_file()
     inference = {k: TINY_BABYAI[k] for k in ("demo#num_subjects", "demo#voxel_size", "pixdim", "patch_size")}
     _run([configs / "inference.json"], {**inference, "dataset_dir": str(babyai_demo), "ckpt_dir": str(tmp_path / "models"),

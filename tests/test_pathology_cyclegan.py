@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, overrides, run_bundle, run_torchrun
+from conftest import REPO, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from shared.data.integrity import sidecar_path
 from shared.networks.cyclegan import ResnetGenerator
@@ -215,12 +215,3 @@ def test_pair_check_names_the_files_of_a_misaligned_or_grey_pair():
         check({"A": ihc, "B": MetaTensor(torch.rand(4, 32, 32), meta={"filename_or_obj": "HE/train/x.png"})})
     assert check({"A": ihc, "B": ihc})["A"] is ihc
 
-
-@pytest.mark.slow
-def test_multi_gpu_variant_trains_all_four_networks_with_torchrun_on_cpu(tmp_path):
-    multi_gpu = TRAIN.parent / "multi_gpu_train_cyclegan.json"
-    args = {**TINY_CYCLEGAN, "demo#num_train": "8", "train#dataloader#batch_size": "1", "demo#dir": str(tmp_path / "BCI"),
-            "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"), "train#trainer#max_epochs": "1"}
-    log = run_torchrun([TRAIN, REPO / "shared" / "configs" / "multi_gpu_train.json", multi_gpu], args, tmp_path).stdout
-    assert "CycleGANTrainer - INFO - Epoch[1] Complete" in log
-    assert (tmp_path / "models" / "generator_ihc_to_he.pt").is_file()

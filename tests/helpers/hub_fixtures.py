@@ -49,6 +49,7 @@ def bundle_copy(bundle: Path, dst: Path, weights: dict[str, Path | dict]) -> Pat
     """A copy of ``bundle`` (outside the repository) with ``weights`` (``{"models/x.pt": file or state dict}``)."""
     shutil.copytree(bundle, dst, ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.ts", "*.sha256",
                                                                "training_state*", "__pycache__"))
+    (dst / "models").mkdir(exist_ok=True)
     for rel, source in weights.items():
         if isinstance(source, dict):
             torch.save(source, dst / rel)

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import (BABYAI, BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2,
                       TINY_TRAIN, overrides, run_bundle)
+from helpers.properties import check_properties
 from shared.publish import imports_of, package_of
 
 SHARED = REPO / "shared"
@@ -78,25 +79,6 @@ def test_configs_import_no_bundle_code_before_run(bundle):
             assert not any(name in line for name in ("shared", "scripts")), f"{config.name}: {line}"
 
 
-PROPERTIES = """
-import ast, sys
-from monai.bundle import ConfigWorkflow
-
-def value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-bundle, config, workflow_type = sys.argv[1], sys.argv[2], sys.argv[3]
-overrides = {k: value(v) for k, v in ast.literal_eval(sys.argv[4]).items()}
-sys.path.insert(0, bundle)  # what `run` does before running; programmatic use needs it too
-workflow = ConfigWorkflow(config_file=config, workflow_type=workflow_type, logging_file=False, **overrides)
-workflow.initialize()
-print("missing:", workflow.check_properties())
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "bundle,config,workflow_type",
@@ -115,9 +97,7 @@ def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats
     args.update(output_dir=str(tmp_path), ckpt_dir=str(tmp_path))
     if workflow_type == "infer":
         args["handlers"] = "[]"  # no weights to load: the properties are about the config
-    result = subprocess.run(
-        [sys.executable, "-c", PROPERTIES, str(bundle), str(bundle / "configs" / config), workflow_type, repr(args)],
-        capture_output=True, text=True, timeout=600)
+    result = check_properties(bundle, bundle / "configs" / config, workflow_type, args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "missing: []" in result.stdout
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import REPO, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
+from helpers.properties import check_properties
 from shared.data.integrity import sidecar_path
 from shared.networks.cyclegan import ResnetGenerator
 
@@ -169,25 +170,6 @@ def test_bad_test_images_are_named_and_fail_the_run_unless_partial(trained, tmp_
     assert json.loads((tmp_path / "eval" / "cyclegan_test_metrics.json").read_text())["num_cases"] == 1
 
 
-PROPERTIES = """
-import ast, sys
-from monai.bundle import ConfigWorkflow
-
-def value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-bundle, config, meta = sys.argv[1], sys.argv[2], sys.argv[3]
-args = {k: value(v) for k, v in ast.literal_eval(sys.argv[4]).items()}  # as the CLI parses overrides
-sys.path.insert(0, bundle)  # what `run` does before running
-workflow = ConfigWorkflow(config_file=config, meta_file=meta, workflow_type="train", logging_file=False, **args)
-workflow.initialize()
-print("missing:", workflow.check_properties())
-"""
-
-
 def test_train_config_has_the_model_zoo_train_properties(work, tmp_path):
     """The train properties of ``monai.bundle.ConfigWorkflow``, with a stand-in metadata file (the real one is
     checked with the other bundles' in test_layout.py)."""
@@ -195,8 +177,7 @@ def test_train_config_has_the_model_zoo_train_properties(work, tmp_path):
     meta.write_text(json.dumps({"version": "0.0.0", "monai_version": "1.6.1", "pytorch_version": "2.13.0",
                                 "numpy_version": np.__version__}))
     args = {**work, "output_dir": str(tmp_path), "ckpt_dir": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", PROPERTIES, str(PATHOLOGY), str(TRAIN), str(meta), repr(args)],
-                            capture_output=True, text=True, timeout=600)
+    result = check_properties(PATHOLOGY, TRAIN, "train", args, meta)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "missing: []" in result.stdout
 

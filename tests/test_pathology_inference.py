@@ -24,6 +24,7 @@ from skimage.draw import disk, ellipse
 
 from conftest import REPO, official_schema, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
+from helpers.properties import check_properties
 from shared.data.integrity import save_with_sha256
 from shared.networks.cyclegan import ResnetGenerator
 from shared.transforms.validation import UnusableImageError
@@ -272,32 +273,11 @@ def test_bad_inputs_are_named_handled_or_failed_and_the_good_ones_written(work, 
     assert partial.returncode == 0, partial.stdout[-3000:]
 
 
-PROPERTIES = """
-import ast, sys
-from monai.bundle import ConfigWorkflow
-
-def value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-bundle, config, meta = sys.argv[1], sys.argv[2], sys.argv[3]
-args = {k: value(v) for k, v in ast.literal_eval(sys.argv[4]).items()}  # as the CLI parses overrides
-sys.path.insert(0, bundle)  # what `run` does before running
-workflow = ConfigWorkflow(config_file=config, meta_file=meta, workflow_type="infer", logging_file=False, **args)
-workflow.initialize()
-print("missing:", workflow.check_properties())
-"""
-
-
 @pytest.mark.slow
 def test_inference_config_has_the_model_zoo_inference_properties(work, tmp_path):
     args = {"demo#dir": str(work / "BCI_properties"), "demo#image_size": "64", "demo#num_train": "1",
             "demo#num_test": "1", "output_dir": str(tmp_path), "ckpt_dir": str(tmp_path), "handlers": "[]"}
-    result = subprocess.run([sys.executable, "-c", PROPERTIES, str(PATHOLOGY), str(INFERENCE),
-                             str(PATHOLOGY / "configs" / "metadata.json"), repr(args)],
-                            capture_output=True, text=True, timeout=600)
+    result = check_properties(PATHOLOGY, INFERENCE, "infer", args, PATHOLOGY / "configs" / "metadata.json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "missing: []" in result.stdout
 

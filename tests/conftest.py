@@ -18,6 +18,7 @@ BRATS = REPO / "bundles" / "brats_mri_slice_segmentation"
 ISPY2 = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
 HIPMRI = REPO / "bundles" / "hipmri_pelvis_vqvae"
 BABYAI = REPO / "bundles" / "babyai_infant_brain_t2w_sr"
+PATHOLOGY = REPO / "bundles" / "pathology_ihc_to_he_hovernet"
 BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
 MULTI_GPU = REPO / "shared" / "configs" / "multi_gpu_train.json"
 SCHEMA_DIR = REPO.parent / "shared" / "schema"  # the steering folder beside the checkout, when present
@@ -161,3 +162,14 @@ def babyai_demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("babyai") / "baby_open_brains"
     return Path(ensure_babyai_demo(str(root), num_subjects=int(TINY_BABYAI["demo#num_subjects"]),
                                    voxel_size=float(TINY_BABYAI["demo#voxel_size"])))
+
+
+# 128x128 demo pairs (4 training, 1 validation, 2 test), each cut into four 64x64 tiles that the networks take as
+# they are; generators of 4 base channels and 1 residual block; 2 images (8 tiles) a batch: 2 iterations an epoch.
+TINY_CYCLEGAN = {"demo#image_size": "128", "demo#num_train": "5", "demo#num_test": "2", "image_size": "64",
+                 "base_channels": "4", "num_residual_blocks": "1", "train#dataloader#batch_size": "2",
+                 "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0", "log_interval": "1"}
+# one PanNuke-layout tile a fold (train 1, validate 2, test 3), one iteration of one tile a stage: HoVer-Net fast
+# needs 256x256
+TINY_HOVERNET = {"demo#tiles_per_fold": "1", "epochs": "1", "batch_size": "1", "train#trainer#epoch_length": "1",
+                 "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}

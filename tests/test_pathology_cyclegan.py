@@ -13,25 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, overrides, run_bundle
+from conftest import PATHOLOGY, TINY_CYCLEGAN, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import sidecar_path
 from shared.networks.cyclegan import ResnetGenerator
 
 pytestmark = pytest.mark.slow
-PATHOLOGY = REPO / "bundles" / "pathology_ihc_to_he_hovernet"
 CONFIGS = PATHOLOGY / "configs"
 TRAIN = CONFIGS / "train_cyclegan.json"
 EVALUATE = f"['{TRAIN}','{CONFIGS / 'evaluate_cyclegan.json'}']"
 NETWORKS = ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")
 POOLS = ("image_pool_a", "image_pool_b")
-
-# 128x128 demo pairs (4 training, 1 validation, 2 test), each cut into four 64x64 tiles that the networks take as
-# they are; generators of 4 base channels and 1 residual block; 2 images (8 tiles) a batch: 2 iterations an epoch.
-TINY_CYCLEGAN = {"demo#image_size": "128", "demo#num_train": "5", "demo#num_test": "2", "image_size": "64",
-                 "base_channels": "4", "num_residual_blocks": "1", "train#dataloader#batch_size": "2",
-                 "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0", "log_interval": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ from monai.bundle import ConfigParser
 from monai.transforms import ComputeHoVerMaps
 from skimage.draw import disk
 
-from conftest import REPO, overrides, run_bundle
+from conftest import PATHOLOGY, REPO, TINY_HOVERNET, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from shared.data.integrity import verify_sha256
 
-PATHOLOGY = REPO / "bundles" / "pathology_ihc_to_he_hovernet"
 CONFIGS = PATHOLOGY / "configs"
 hovernet = bundle_module(PATHOLOGY, "hovernet")
-
-# one tile a fold (train 1, validate 2, test 3), one iteration of one tile a stage: HoVer-Net fast needs 256x256
-TINY_HOVERNET = {"demo#tiles_per_fold": "1", "epochs": "1", "batch_size": "1", "train#trainer#epoch_length": "1",
-                 "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}
 
 
 @pytest.fixture(scope="module")

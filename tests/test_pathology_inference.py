@@ -22,14 +22,13 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk, ellipse
 
-from conftest import REPO, official_schema, overrides, run_bundle
+from conftest import PATHOLOGY, official_schema, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import save_with_sha256
 from shared.networks.cyclegan import ResnetGenerator
 from shared.transforms.validation import UnusableImageError
 
-PATHOLOGY = REPO / "bundles" / "pathology_ihc_to_he_hovernet"
 INFERENCE = PATHOLOGY / "configs" / "inference.json"
 slides = bundle_module(PATHOLOGY, "slides")
 postprocessing = bundle_module(PATHOLOGY, "hovernet_postprocessing")
@@ -395,24 +394,3 @@ def test_metadata_validates_against_the_model_zoo_schema(tmp_path):
     exported = json.loads(INFERENCE.read_text())["export_networks"]
     assert exported == {"network_def": "models/hovernet.pt", "generator_def": "models/generator_ihc_to_he.pt"}
     assert {"network_data_format", "generator_data_format"} <= set(metadata)
-
-
-@pytest.mark.slow
-def test_publish_dry_run_checks_both_networks_including_hovernets_named_outputs(tmp_path):
-    """HoVer-Net returns a dict of branches: publishing checks each against the metadata and exports both networks."""
-    import shutil
-
-    from conftest import stand_in_schema
-
-    bundle = PATHOLOGY
-    copy = shutil.copytree(bundle, tmp_path / bundle.name, ignore=shutil.ignore_patterns(
-        "demo_data", "eval", "*.pt", "*.sha256", "training_state*", "__pycache__"))
-    (copy / "models").mkdir(exist_ok=True)
-    hovernet = bundle_module(bundle, "hovernet").hovernet_fast(num_classes=6)
-    torch.save(hovernet.state_dict(), copy / "models" / "hovernet.pt")
-    torch.save(ResnetGenerator(3, 3, 64, 9).state_dict(), copy / "models" / "generator_ihc_to_he.pt")
-    result = subprocess.run([sys.executable, "-m", "shared.publish", str(copy), "--repo", "ns/pathology", "--dry-run",
-                             "--schema-file", str(stand_in_schema(tmp_path))], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert "TorchScript export of network_def" in result.stdout and "TorchScript export of generator_def" in result.stdout

@@ -10,7 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from conftest import BABYAI, BRATS, HIPMRI, ISPY2, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN, overrides
+from conftest import (BABYAI, BRATS, HIPMRI, ISPY2, PATHOLOGY, TINY_BABYAI, TINY_BRATS, TINY_CYCLEGAN, TINY_HIPMRI,
+                      TINY_HOVERNET, TINY_ISPY2, TINY_TRAIN, overrides)
 from helpers.hub_fixtures import download, isolated_env, run_python
 
 pytestmark = pytest.mark.slow
@@ -155,6 +156,37 @@ def test_published_babyai_runs_every_config_standalone(downloaded_babyai, babyai
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
          run_id="training", torchrun=True)
     assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def downloaded_pathology(published_pathology, hub, tmp_path_factory) -> Path:
+    return download(hub, PATHOLOGY.name, _version(PATHOLOGY), tmp_path_factory.mktemp("users_pathology"))
+
+
+def test_published_pathology_runs_every_config_standalone(downloaded_pathology, tmp_path):
+    configs = downloaded_pathology / "configs"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    common = {"ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    cyclegan = {**TINY_CYCLEGAN, **common, "demo#dir": str(tmp_path / "BCI")}
+    _run([configs / "train_cyclegan.json"], cyclegan, cwd, run_id="training")
+    _run([configs / "train_cyclegan.json", configs / "evaluate_cyclegan.json"], cyclegan, cwd)
+    assert (tmp_path / "eval" / "cyclegan_test_metrics.json").is_file()
+    # stage 0 (stage 1 is the same config with --stage 1, run in test_pathology_hovernet), then the evaluation of
+    # the downloaded HoVer-Net
+    hovernet = {**TINY_HOVERNET, **common, "demo#dir": str(tmp_path / "PanNuke")}
+    _run([configs / "train_hovernet.json"], hovernet, cwd, run_id="training")
+    assert (tmp_path / "models" / "hovernet_stage0.pt").is_file()
+    _run([configs / "train_hovernet.json", configs / "evaluate_hovernet.json"],
+         {k: v for k, v in hovernet.items() if k != "ckpt_dir"}, cwd)
+    assert (tmp_path / "eval" / "hovernet_test_metrics.json").is_file()
+    # the downloaded weights: a full-size generator and HoVer-Net, on one 164x164 demo tile
+    demo = {"demo#dir": str(tmp_path / "BCI_small"), "demo#image_size": "164", "demo#num_train": "1",
+            "demo#num_test": "1"}
+    _run([configs / "inference.json"], {**demo, "output_dir": str(tmp_path / "out"), "regions#progress": "False"}, cwd)
+    assert {p.name for p in (tmp_path / "out").glob("00000_test_0_*")} == {
+        f"00000_test_0_{suffix}" for suffix in ("he.png", "instances.tif", "types.tif", "nuclei.json",
+                                                "nuclei.geojson", "overlay.png")}
 
 
 SIDE_BY_SIDE = """

@@ -139,3 +139,22 @@ def published_babyai(hub, tmp_path_factory) -> Path:
     result = publish(source, hub, tmp, "--public", token=hub.token)
     assert result.returncode == 0, result.stdout[-6000:]
     return source
+
+
+@pytest.fixture(scope="session")
+def published_pathology(hub, tmp_path_factory) -> Path:
+    """The pathology bundle with freshly initialised HoVer-Net and full-size generator weights, pushed: publishing
+    checks HoVer-Net's dict of branches against the metadata and exports both networks."""
+    from conftest import PATHOLOGY
+    from helpers.bundle_scripts import bundle_module
+    from shared.networks.cyclegan import ResnetGenerator
+
+    tmp = tmp_path_factory.mktemp("publish_pathology")
+    weights = {"models/hovernet.pt": bundle_module(PATHOLOGY, "hovernet").hovernet_fast().state_dict(),
+               "models/generator_ihc_to_he.pt": ResnetGenerator(3, 3, 64, 9).state_dict()}
+    source = bundle_copy(PATHOLOGY, tmp / PATHOLOGY.name, weights)
+    result = publish(source, hub, tmp, "--public", token=hub.token)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "TorchScript export of network_def" in result.stdout
+    assert "TorchScript export of generator_def" in result.stdout
+    return source

@@ -1,0 +1,1 @@
+"""One module per bundle: ``rows(quick, repeats, workdir)`` returns its table's rows."""

@@ -1,0 +1,62 @@
+"""HipMRI: training rows of the VQ-VAE (``train.json``) and of the prior (``train_prior.json``); reconstruction of
+a test set's slices by ``inference.json``'s inferer against the study's per-slice loop; the VQ-VAE exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from benchmarks.bundle_config import parse
+from benchmarks.export_rows import export_rows
+from benchmarks.harness import Contenders, Row
+from benchmarks.training_rows import training_rows
+from shared.data.integrity import save_with_sha256
+
+NAME = "hipmri_pelvis_vqvae"
+QUICK = {"image_size": [64, 32]}  # a 16x8 code grid
+
+
+def _overrides(quick: bool, workdir: Path) -> dict:
+    where = {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
+    return {**QUICK, **where} if quick else where
+
+
+def inference_contenders(quick: bool, workdir: Path) -> Contenders:
+    parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    preprocessing = parser.get_parsed_content("preprocessing")
+    items = parser.get_parsed_content("datalist")[: 8 if quick else 64]
+    slices = torch.stack([preprocessing(item)["image"].as_tensor() for item in items])
+    network = parser.get_parsed_content("network").eval()
+    inferer = parser.get_parsed_content("inferer")
+    study_inferer = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    study_inferer.batch_size = 1  # the study's loop: the same preparation, one slice a forward pass
+
+    def bundle():
+        with torch.inference_mode():
+            return inferer(slices, network)
+
+    def study():
+        with torch.no_grad():
+            return study_inferer(slices, network)
+
+    return Contenders(f"{len(items)} test slices {tuple(slices.shape[2:])}: inference.json's "
+                      f"SliceReconstructionInferer ({inferer.batch_size} slices a batch, inference_mode) vs the "
+                      "study's loop, one slice a forward pass", bundle, study,
+                      lambda a, b: {"max_abs_diff": float((a - b).abs().max())})
+
+
+def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
+    iterations = 2 if quick else 10
+    result = training_rows(parse(NAME, ["train.json"], _overrides(quick, workdir)), "train.json (VQ-VAE)",
+                           iterations, repeats)
+    # the prior trains on the codes of a VQ-VAE: a freshly initialised one costs the same time as a trained one
+    vqvae = parse(NAME, ["train.json"], _overrides(quick, workdir)).get_parsed_content("network_def")
+    save_with_sha256(vqvae.state_dict(), workdir / "models" / "model.pt")
+    result += training_rows(parse(NAME, ["train_prior.json"], _overrides(quick, workdir)), "train_prior.json (prior)",
+                            iterations, repeats)
+    inference = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    size = inference.get_parsed_content("image_size")
+    result += export_rows("VQ-VAE", inference.get_parsed_content("network_def"),
+                          torch.randn(4 if quick else 32, 1, *size), repeats)
+    return result

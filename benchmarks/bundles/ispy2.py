@@ -1,0 +1,61 @@
+"""I-SPY2: training rows of the U-Net (``train.json``) and of the multimodal VAE (``train_vae.json``); whole-volume
+inference of ``inference.json``'s slice inferer against the study's per-slice loop; both networks exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from benchmarks.bundle_config import parse
+from benchmarks.export_rows import export_rows
+from benchmarks.harness import Contenders, Row
+from benchmarks.training_rows import training_rows
+
+NAME = "ispy2_breast_mri_vae_augmentation"
+# 5 demo patients on their own grid, 256x160 slices
+QUICK = {"demo#num_patients": 5, "pixdim": [1.4, 1.4, 3.0], "slice_size": [256, 160]}
+
+
+def _overrides(quick: bool, workdir: Path) -> dict:
+    where = {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
+    return {**QUICK, **where, "demo#dir": str(workdir / "demo")} if quick else where
+
+
+def inference_contenders(quick: bool, workdir: Path) -> Contenders:
+    parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    volume = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("datalist")[0])["image"]
+    volume = volume.as_tensor()[None]
+    network = parser.get_parsed_content("network").eval()
+    inferer = parser.get_parsed_content("inferer")
+    # the study's loop: the same slice preparation, one slice a forward pass
+    study_inferer = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    study_inferer.batch_size = 1
+
+    def bundle():
+        with torch.inference_mode():
+            return inferer(volume, network)
+
+    def study():
+        with torch.no_grad():
+            return study_inferer(volume, network)
+
+    return Contenders(f"whole volume {tuple(volume.shape[2:])}: inference.json's StudySliceInferer "
+                      f"({inferer.batch_size} slices a batch, inference_mode) vs the study's loop, one slice a "
+                      "forward pass", bundle, study,
+                      lambda a, b: {"max_abs_diff": float((a - b).abs().max())})
+
+
+def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
+    iterations = 2 if quick else 10
+    result = training_rows(parse(NAME, ["train.json"], _overrides(quick, workdir)), "train.json (U-Net)",
+                           iterations, repeats)
+    result += training_rows(parse(NAME, ["train_vae.json"], _overrides(quick, workdir)), "train_vae.json (VAE)",
+                            iterations, repeats)
+    inference = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    size = inference.get_parsed_content("image_size")
+    batch = 4 if quick else 32
+    result += export_rows("U-Net", inference.get_parsed_content("network_def"), torch.randn(batch, 1, *size), repeats)
+    vae = inference.get_parsed_content("vae_def")
+    result += export_rows("multimodal VAE", vae, torch.randn(batch, 2, *size), repeats)
+    return result

@@ -1,0 +1,142 @@
+"""Pathology: training rows of the CycleGAN (``train_cyclegan.json``) and of HoVer-Net stage 0
+(``train_hovernet.json``); the chained inference of ``inference.json`` against the study's tile-by-tile flow; both
+networks exported.
+
+The study's flow, written plainly: the image cut into 256x256 tiles (edge tiles padded), each tile through the
+generator alone, then each translated tile through HoVer-Net fast on its own (four 256 windows for its 164-pixel
+output steps, one a pass) and MONAI's HoVer-Net post-processing per tile. Its nuclei are counted per tile, so a
+nucleus on a tile border can be split or doubled: the two counts are shown, not required equal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.apps.pathology.transforms import HoVerNetInstanceMapPostProcessingd, HoVerNetNuclearTypePostProcessingd
+from monai.apps.pathology.inferers import SlidingWindowHoVerNetInferer
+from monai.transforms import Compose
+
+from benchmarks.bundle_config import bundle_dir, parse
+from benchmarks.export_rows import export_rows
+from benchmarks.harness import Contenders, Row
+from benchmarks.training_rows import training_rows
+
+NAME = "pathology_ihc_to_he_hovernet"
+TILE = 256
+# quick: a 164x164 demo tile, a generator of 4 base channels and 1 block, one PanNuke tile a fold
+QUICK_CYCLEGAN = {"demo#image_size": 128, "demo#num_train": 5, "demo#num_test": 2, "image_size": 64,
+                  "train#dataloader#batch_size": 2}
+QUICK_HOVERNET = {"demo#tiles_per_fold": 2, "batch_size": 1}
+QUICK_GENERATOR = {"base_channels": 4, "num_residual_blocks": 1}
+QUICK_INFERENCE = {"demo#image_size": 164, "demo#num_train": 1, "demo#num_test": 1, "regions#progress": False}
+
+
+def _where(workdir: Path) -> dict:
+    return {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
+
+
+def cyclegan_bare_loop(trainer) -> Callable[[Sequence], None]:
+    """CycleGAN's step written plainly with the trainer's networks, optimisers, losses and pools (no AMP: CPU)."""
+    device = trainer.state.device
+    g_ab, g_ba, d_a, d_b = trainer.generator_ab, trainer.generator_ba, trainer.discriminator_a, trainer.discriminator_b
+    loss = trainer.loss_function
+    discriminators = list(d_a.parameters()) + list(d_b.parameters())
+
+    def loop(batches: Sequence) -> None:
+        for batch in batches:
+            real_a, real_b = (batch[key].to(device, **trainer.to_kwargs) for key in trainer.keys)
+            trainer.generator_optimizer.zero_grad(set_to_none=True)
+            for p in discriminators:
+                p.requires_grad_(False)
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+            loss_g = (loss.generator_adversarial(d_a(fake_a), d_b(fake_b))
+                      + loss.cycle(real_a, g_ba(fake_b), real_b, g_ab(fake_a))
+                      + loss.identity(real_a, g_ba(real_a), real_b, g_ab(real_b)))
+            loss_g.backward()
+            trainer.generator_optimizer.step()
+            for p in discriminators:
+                p.requires_grad_(True)
+            trainer.discriminator_optimizer.zero_grad(set_to_none=True)
+            loss_d = (loss.discriminator(d_a(real_a), d_a(trainer.image_pool_a.query(fake_a.detach())))
+                      + loss.discriminator(d_b(real_b), d_b(trainer.image_pool_b.query(fake_b.detach()))))
+            loss_d.backward()
+            trainer.discriminator_optimizer.step()
+
+    return loop
+
+
+def _inference_parser(quick: bool, workdir: Path):
+    overrides = {**_where(workdir), "demo#dir": str(workdir / "BCI_inference")}
+    return parse(NAME, ["inference.json"], {**overrides, **(QUICK_INFERENCE | QUICK_GENERATOR if quick else {})})
+
+
+def study_flow(rgb: np.ndarray, generator: torch.nn.Module, hovernet: torch.nn.Module) -> int:
+    """The study's tile-by-tile chain on ``rgb`` (H, W, 3) uint8; returns the nuclei found."""
+    height, width = rgb.shape[:2]
+    rows, columns = math.ceil(height / TILE), math.ceil(width / TILE)
+    padded = np.pad(rgb, ((0, rows * TILE - height), (0, columns * TILE - width), (0, 0)), mode="reflect")
+    inferer = SlidingWindowHoVerNetInferer(roi_size=TILE, sw_batch_size=1, overlap=1.0 - 164 / TILE,
+                                           padding_mode="constant", cval=0, extra_input_padding=((TILE - 164) // 2,) * 4)
+    postprocessing = Compose([HoVerNetInstanceMapPostProcessingd(sobel_kernel_size=21, marker_threshold=0.4,
+                                                                 marker_radius=2, min_object_size=10),
+                              HoVerNetNuclearTypePostProcessingd()])
+    count = 0
+    with torch.no_grad():
+        for r in range(rows):
+            for c in range(columns):
+                tile = padded[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE]
+                x = torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                he = ((generator(x).clamp(-1, 1) + 1) * 127.5).round() / 255.0
+                maps = inferer(he, hovernet)
+                out = postprocessing({k: v[0] for k, v in maps.items()})
+                count += len(out["instance_info"])
+    return count
+
+
+def inference_contenders(quick: bool, workdir: Path) -> Contenders:
+    parser = _inference_parser(quick, workdir)
+    dataset = parser.get_parsed_content("dataset")
+    inferer = parser.get_parsed_content("inferer")
+    hovernet = parser.get_parsed_content("network").eval()
+    generator = parser.get_parsed_content("generator").eval()
+    trained = bundle_dir(NAME) / "models"
+    if not quick:  # the bundle's trained weights where there are: post-processing time depends on the nuclei found
+        for network, file in ((hovernet, "hovernet.pt"), (generator, "generator_ihc_to_he.pt")):
+            if (trained / file).is_file():
+                network.load_state_dict(torch.load(trained / file, map_location="cpu", weights_only=True))
+    first = dataset[0]["image"]
+    rgb = np.array(first.read(0, 0, first.height, first.width))
+    first.close()
+
+    def bundle():
+        with torch.inference_mode():
+            return len(inferer(dataset[0]["image"], hovernet).nuclei)
+
+    def study():
+        return study_flow(rgb, generator, hovernet)
+
+    return Contenders(f"one {rgb.shape[1]}x{rgb.shape[0]} IHC image: inference.json's chain (overlapping generator "
+                      "tiles, HoVer-Net windows stitched over the image, post-processing once) vs the study's "
+                      f"{TILE}-pixel tiles, each through both networks and the post-processing alone", bundle, study,
+                      lambda ours, theirs: {"nuclei": ours, "study_nuclei": theirs})
+
+
+def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
+    cyclegan = {**_where(workdir), "demo#dir": str(workdir / "BCI")}
+    if quick:
+        cyclegan.update(QUICK_CYCLEGAN | QUICK_GENERATOR)
+    result = training_rows(parse(NAME, ["train_cyclegan.json"], cyclegan), "train_cyclegan.json", 2 if quick else 10,
+                           repeats, bare_loop=cyclegan_bare_loop)
+    hovernet = {**_where(workdir), "demo#dir": str(workdir / "PanNuke"), **(QUICK_HOVERNET if quick else {})}
+    result += training_rows(parse(NAME, ["train_hovernet.json"], hovernet), "train_hovernet.json (stage 0)",
+                            1 if quick else 2, repeats)
+    parser = _inference_parser(quick, workdir)
+    batch = parser.get_parsed_content("translation#batch_size")
+    result += export_rows("CycleGAN generator", parser.get_parsed_content("generator_def"),
+                          torch.rand(batch, 3, TILE, TILE) * 2 - 1, repeats)
+    result += export_rows("HoVer-Net fast", parser.get_parsed_content("network_def"),
+                          torch.rand(parser.get_parsed_content("sw_batch_size"), 3, TILE, TILE), repeats)
+    return result

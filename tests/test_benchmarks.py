@@ -1,0 +1,40 @@
+"""``python -m benchmarks`` keeps working: one bundle's table, quick, written as Markdown and JSON (no timing
+assertions: the figures depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+ROWS = {"trainer_overhead", "data_pipeline", "inference", "export_torchscript", "export_onnxruntime"}
+
+
+def test_quick_benchmark_writes_one_table_per_bundle_with_every_row(tmp_path):
+    bundle = "hipmri_pelvis_vqvae"  # the quickest bundle: its rows take seconds on 2 CPU cores
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--bundle", bundle, "--quick", "--results_dir",
+                             str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = json.loads((tmp_path / f"{bundle}.json").read_text())
+    assert table["bundle"] == bundle and table["quick"] is True
+    assert {"cpu", "cores", "torch_threads", "device"} <= set(table["machine"])
+    assert {row["name"] for row in table["rows"]} == ROWS
+    for row in table["rows"]:
+        assert row["ratio"] > 0 and row["goal"] > 0 and row["bundle_median"] > 0 and row["reference_median"] > 0
+        assert row["ratio"] == pytest.approx(row["reference_median"] / row["bundle_median"])
+    inference = next(row for row in table["rows"] if row["name"] == "inference")
+    assert inference["extra"]["max_abs_diff"] < 1e-3  # batched slices give the study loop's reconstruction
+    assert {"bundle_peak_memory_added_mb", "reference_peak_memory_added_mb"} <= set(inference["extra"])
+    markdown = (tmp_path / f"{bundle}.md").read_text()
+    assert markdown in result.stdout and markdown.count("\n| `") == len(table["rows"])
+
+
+def test_an_unknown_bundle_is_refused_with_the_known_ones_named():
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--bundle", "nope"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "hipmri_pelvis_vqvae" in result.stderr

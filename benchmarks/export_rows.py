@@ -3,6 +3,7 @@ batch of the windows the bundle's inference feeds it, outputs compared."""
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 from collections.abc import Callable
@@ -34,13 +35,24 @@ def to_torchscript(network: torch.nn.Module, example: torch.Tensor) -> tuple[tor
     return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval())), how
 
 
+def _without_extra_state(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``network`` whose modules keep no extra state (e.g. a recorded preset name): the ONNX exporter
+    takes every state-dict entry for a tensor, and such state is not part of the graph anyway."""
+    network = copy.deepcopy(network)
+    for module in network.modules():
+        cls = type(module)
+        if cls.get_extra_state is not torch.nn.Module.get_extra_state:
+            module.__class__ = type(cls.__name__, (cls,), {"get_extra_state": torch.nn.Module.get_extra_state})
+    return network
+
+
 def to_onnxruntime(network: torch.nn.Module, example: torch.Tensor, threads: int | None = None) -> Callable:
     """An ONNX Runtime CPU session of ``network`` exported at ``example``'s shape (batch and spatial sizes dynamic
     where the exporter allows); returns a callable taking and returning tensors like the network."""
     import onnxruntime as ort
 
     buffer = io.BytesIO()
-    torch.onnx.export(network, (example,), buffer, input_names=["input"], dynamo=False, opset_version=17)
+    torch.onnx.export(_without_extra_state(network), (example,), buffer, input_names=["input"], dynamo=False, opset_version=17)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()

@@ -176,6 +176,13 @@ def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(traine
                             "ckpt_dir": work["ckpt_dir"], "image_size": TINY_HIPMRI["image_size"]})], cwd=tmp_path)
     recon = nib.load(tmp_path / "out" / "volume_recon.nii.gz")
     assert recon.shape == (256, 128, 6) and np.isfinite(recon.get_fdata()).all()
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.json"),
+                *overrides({"dataset_dir": str(cases / "volume.nii.gz"), "output_dir": str(tmp_path / "onnx"),
+                            "ckpt_dir": work["ckpt_dir"], "image_size": TINY_HIPMRI["image_size"],
+                            "backend": "onnxruntime"})], cwd=tmp_path)
+    onnx = nib.load(tmp_path / "onnx" / "volume_recon.nii.gz")
+    assert np.allclose(onnx.get_fdata(), recon.get_fdata(), atol=1e-4 * recon.get_fdata().std())
+    assert np.allclose(onnx.affine, recon.affine)
     prior = {**work, "output_dir": str(tmp_path / "eval")}
     run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_prior.json"), *overrides(prior)], cwd=tmp_path)
     assert (Path(work["ckpt_dir"]) / "prior.pt").is_file()

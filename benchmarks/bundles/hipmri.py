@@ -29,7 +29,7 @@ def inference_contenders(quick: bool, workdir: Path) -> Contenders:
     slices = torch.stack([preprocessing(item)["image"].as_tensor() for item in items])
     network = parser.get_parsed_content("network").eval()
     inferer = parser.get_parsed_content("inferer")
-    study_inferer = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    study_inferer = parser.get_parsed_content("slice_inferer", instantiate=True, lazy=False)
     study_inferer.batch_size = 1  # the study's loop: the same preparation, one slice a forward pass
 
     def bundle():

@@ -29,7 +29,7 @@ def inference_contenders(quick: bool, workdir: Path) -> Contenders:
     network = parser.get_parsed_content("network").eval()
     inferer = parser.get_parsed_content("inferer")
     # the study's loop: the same slice preparation, one slice a forward pass
-    study_inferer = parser.get_parsed_content("inferer", instantiate=True, lazy=False)
+    study_inferer = parser.get_parsed_content("slice_inferer", instantiate=True, lazy=False)
     study_inferer.batch_size = 1
 
     def bundle():

@@ -1,0 +1,128 @@
+"""Running an inference network under ONNX Runtime instead of eager PyTorch, chosen in a config with ``backend``.
+
+``BackendInferer`` wraps the config's own inferer (sliding windows, slices, ...): with ``backend="onnxruntime"`` the
+network it is called with is exported to ONNX on first use, so after ``CheckpointLoader`` has loaded the weights,
+once per input shape and dtype (the batch size stays dynamic), and every window then runs in an ONNX Runtime CPU
+session. The outputs keep the network's structure (a tensor, a tuple or a dict of named branches)::
+
+    "backend": "torch",
+    "inferer": {
+        "_target_": "shared.inferers.onnx_runtime.BackendInferer",
+        "backend": "@backend",
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [128, 128], "sw_batch_size": 64}
+    }
+
+and ``--backend onnxruntime`` on the command line. ``onnxruntime`` and ``onnx`` must be installed for that backend
+only.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+
+__all__ = ["BACKENDS", "BackendInferer", "OnnxRuntimeModule"]
+
+logger = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnxruntime")
+
+
+def _without_extra_state(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``network`` whose modules keep no extra state (e.g. a recorded preset): the ONNX exporter takes
+    every state-dict entry for a tensor, and such state is not part of the graph anyway."""
+    network = copy.deepcopy(network)
+    for module in network.modules():
+        cls = type(module)
+        if cls.get_extra_state is not torch.nn.Module.get_extra_state:
+            module.__class__ = type(cls.__name__, (cls,), {"get_extra_state": torch.nn.Module.get_extra_state})
+    return network
+
+
+def _flatten(output: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], Any]]:
+    """The tensors of a network's output in the exporter's order, and how to rebuild the output from them."""
+    if isinstance(output, torch.Tensor):
+        return [output], lambda tensors: tensors[0]
+    if isinstance(output, dict):
+        keys = list(output)
+        return list(output.values()), lambda tensors: dict(zip(keys, tensors))
+    if isinstance(output, (tuple, list)):
+        kind = type(output)
+        return list(output), lambda tensors: kind(tensors)
+    raise TypeError(f"cannot run a network returning {type(output).__name__} under ONNX Runtime")
+
+
+class OnnxRuntimeModule(torch.nn.Module):
+    """``network`` (in eval mode, weights as they are at the first call) run by ONNX Runtime on CPU.
+
+    Args:
+        network: the PyTorch network; it is exported once per input shape (batch excluded) and dtype.
+        threads: ONNX Runtime's intra-op threads (default: torch's thread count).
+        opset: the ONNX opset of the export.
+    """
+
+    def __init__(self, network: torch.nn.Module, threads: int | None = None, opset: int = 17) -> None:
+        super().__init__()
+        self.network, self.threads, self.opset = network, threads, opset
+        self._sessions: dict[tuple, tuple[Any, Callable]] = {}
+
+    def _session(self, x: torch.Tensor) -> tuple[Any, Callable]:
+        import onnxruntime as ort
+
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in self._sessions:
+            network = _without_extra_state(self.network).eval().cpu()
+            example = x[:1].detach().cpu()
+            with torch.no_grad():
+                names, rebuild = _flatten(network(example))
+            output_names = [f"output_{i}" for i in range(len(names))]
+            buffer = io.BytesIO()
+            torch.onnx.export(network, (example,), buffer, input_names=["input"], output_names=output_names,
+                              dynamic_axes={name: {0: "batch"} for name in ["input", *output_names]},
+                              opset_version=self.opset, dynamo=False)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = self.threads or torch.get_num_threads()
+            session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            logger.info(f"{type(self.network).__name__} exported to ONNX for inputs of shape (N, "
+                        f"{', '.join(map(str, key[0]))}); running under ONNX Runtime {ort.__version__}")
+            self._sessions[key] = session, rebuild
+        return self._sessions[key]
+
+    def forward(self, x: torch.Tensor) -> Any:
+        session, rebuild = self._session(x)
+        outputs = session.run(None, {"input": x.detach().cpu().numpy()})
+        return rebuild([torch.from_numpy(np.asarray(o)).to(x.device) for o in outputs])
+
+
+class BackendInferer(Inferer):
+    """``inferer`` with the network run by ``backend``: ``"torch"`` (as it is) or ``"onnxruntime"``
+    (:class:`OnnxRuntimeModule`, exported on the first call, reused while the same network is passed)."""
+
+    def __init__(self, inferer: Inferer, backend: str = "torch", threads: int | None = None) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.inferer, self.backend, self.threads = inferer, backend, threads
+        self._wrapped: tuple[torch.nn.Module, OnnxRuntimeModule] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped inferer's settings (roi_size, overlap, ...)
+        if name == "inferer":
+            raise AttributeError(name)
+        return getattr(self.inferer, name)
+
+    def _network(self, network: Callable) -> Callable:
+        if self.backend == "torch":
+            return network
+        if self._wrapped is None or self._wrapped[0] is not network:
+            self._wrapped = network, OnnxRuntimeModule(network, self.threads)
+        return self._wrapped[1]
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> Any:
+        return self.inferer(inputs, self._network(network), *args, **kwargs)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PATHOLOGY, TINY_CYCLEGAN, overrides, run_bundle
+from conftest import PATHOLOGY, REPO, TINY_CYCLEGAN, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import sidecar_path

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk, ellipse
 
-from conftest import PATHOLOGY, official_schema, overrides, run_bundle
+from conftest import PATHOLOGY, REPO, official_schema, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import save_with_sha256
@@ -152,6 +150,22 @@ def test_chained_inference_on_a_demo_tile(work, weights):
     source = work / "BCI" / "IHC" / "test" / "00000_test_0.png"
     assert document["image"] == str(source) and document["stain"] == "ihc" and document["kind"] == "image"
     assert not np.array_equal(_rgb(work / "demo_out" / "00000_test_0_he.png"), _rgb(source))  # translated
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_gives_the_eager_translation_and_maps(work, weights):
+    """Both networks under ONNX Runtime: the same translated image and nuclei maps as eager PyTorch (up to rounding
+    at the post-processing's thresholds)."""
+    args = {**TINY_GENERATOR, "demo#dir": str(work / "BCI"), "demo#image_size": "164", "demo#num_train": "1",
+            "demo#num_test": "1", "ckpt_dir": weights["real"]}
+    if not (work / "demo_out" / "00000_test_0_he.png").is_file():
+        run_inference({**args, "output_dir": str(work / "demo_out")}, cwd=work, oracle=False)
+    run_inference({**args, "output_dir": str(work / "onnx_out"), "backend": "onnxruntime"}, cwd=work, oracle=False)
+    check_outputs(work / "onnx_out", "00000_test_0", (164, 164))
+    eager, onnx = (_rgb(work / folder / "00000_test_0_he.png").astype(int) for folder in ("demo_out", "onnx_out"))
+    assert np.abs(eager - onnx).max() <= 1
+    maps = [tifffile.imread(work / folder / "00000_test_0_instances.tif") > 0 for folder in ("demo_out", "onnx_out")]
+    assert (maps[0] == maps[1]).mean() > 0.99
 
 
 # the seams of HoVer-Net fast's windows: each window's 164x164 output is stitched at multiples of 164

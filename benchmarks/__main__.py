@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", action="append", choices=sorted(MODULES), help="this bundle only (repeatable)")
     ap.add_argument("--quick", action="store_true", help="tiny demo data, 1 repeat: checks that the rows run")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats a contender (default 5; quick: 1)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats a contender (default 3; quick: 1)")
     ap.add_argument("--results_dir", default=str(RESULTS))
     args = ap.parse_args(argv)
     failed = []

@@ -25,8 +25,9 @@ def _overrides(quick: bool, workdir: Path) -> dict:
 def inference_contenders(quick: bool, workdir: Path) -> Contenders:
     parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
     preprocessing = parser.get_parsed_content("preprocessing")
-    items = parser.get_parsed_content("datalist")[: 8 if quick else 64]
-    slices = torch.stack([preprocessing(item)["image"].as_tensor() for item in items])
+    loaded = [preprocessing(item)["image"].as_tensor() for item in parser.get_parsed_content("datalist")]
+    items = [x for x in loaded if x.shape == loaded[0].shape][: 8 if quick else 64]  # one batch of one slice size
+    slices = torch.stack(items)
     network = parser.get_parsed_content("network").eval()
     inferer = parser.get_parsed_content("inferer")
     study_inferer = parser.get_parsed_content("slice_inferer", instantiate=True, lazy=False)

@@ -229,6 +229,37 @@ def _export_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, 
     return how
 
 
+def _export_onnx_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: str, destination: Path) -> str:
+    """Export ``net_id`` to ONNX (batch and spatial axes dynamic) and compare ONNX Runtime with eager at the two
+    metadata sizes; an exporter or runtime that is missing, or a graph that does not generalise across sizes, skips
+    the ONNX file (it is an extra beside the TorchScript one) and says why."""
+    try:
+        from shared.inferers.onnx_runtime import export_onnx, onnx_session
+    except ImportError as e:  # pragma: no cover - onnxruntime is in requirements.txt
+        return f"skipped: {e}"
+    eager = _inference_parser(bundle).get_parsed_content(net_id)
+    eager.load_state_dict(torch.load(bundle / checkpoint, map_location="cpu", weights_only=True))
+    eager.eval()
+    shapes, dtype = _fake_inputs(_data_format(meta, net_id))
+    names = list(_data_format(meta, net_id)["outputs"])
+    try:
+        rebuild = export_onnx(eager, torch.randn(shapes[0]).to(dtype), destination, dynamic_spatial=True)
+        session = onnx_session(destination)
+        with torch.no_grad():
+            for shape in shapes:
+                x = torch.randn(shape).to(dtype)
+                ours = _named_outputs(rebuild([torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()})]),
+                                      names)
+                theirs = _named_outputs(eager(x), names)
+                if not all(torch.allclose(ours[n], theirs[n], rtol=1e-3, atol=1e-4) for n in names):
+                    raise PublishError(f"ONNX Runtime differs from eager at input {shape}")
+    except Exception as e:  # noqa: BLE001 - the TorchScript export is the one the bundle needs
+        destination.unlink(missing_ok=True)
+        logger.info(f"no ONNX file for {net_id}: {type(e).__name__}: {e}")
+        return f"skipped: {type(e).__name__}: {e}"[:300]
+    return "ONNX Runtime matches eager at two sizes"
+
+
 def _normalise(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
@@ -301,6 +332,8 @@ def check_bundle(bundle: Path, version: str, schema_file: Path | None, export_di
         target = export_dir / (Path(ckpt).stem + ".ts")
         checks[f"TorchScript export of {net_id}"] = (
             lambda n=net_id, c=ckpt, t=target: _export_and_compare(bundle, meta, n, c, t))
+        checks[f"ONNX export of {net_id}"] = (
+            lambda n=net_id, c=ckpt, t=target.with_suffix(".onnx"): _export_onnx_and_compare(bundle, meta, n, c, t))
     for name, check in checks.items():
         try:
             result = check()
@@ -363,7 +396,7 @@ def build_package(bundle: Path, staging: Path, version: str, repo: str, export_d
     for weights in sorted((bundle / "models").glob("*.pt")):
         if not TRAINING_STATE.match(weights.name):
             shutil.copy2(weights, target / "models" / weights.name)
-    for exported in sorted(export_dir.glob("*.ts")):
+    for exported in sorted([*export_dir.glob("*.ts"), *export_dir.glob("*.onnx")]):
         shutil.copy2(exported, target / "models" / exported.name)
     for weights in sorted((target / "models").iterdir()):
         digest = write_sha256(weights)
@@ -418,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # the hub client's messages name the repo and status, never the token
             logger.error(f"push to {args.repo} failed: {type(e).__name__}: {e}")
             return 1
-        for weights in sorted((package / "models").glob("*.pt")) + sorted((package / "models").glob("*.ts")):
+        for weights in sorted(w for w in (package / "models").iterdir() if w.suffix in (".pt", ".ts", ".onnx")):
             rel = f"models/{weights.name}"
             record_published_file(bundle, rel, hf_hub_url(args.repo, rel, revision=version), sha256_file(weights))
         logger.info(f"pushed {args.repo} at {version} (tagged latest_version); recorded in {bundle / 'large_files.yml'}")

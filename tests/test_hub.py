@@ -40,7 +40,7 @@ def test_push_records_weights_and_download_round_trips(published, hub, tmp_path)
     entries = {e["path"]: e for e in yaml.safe_load((published / "large_files.yml").read_text())["large_files"]}
     assert entries["models/model.pt"]["url"] == f"{hub.url}/{REPO_ID}/resolve/{VERSION}/models/model.pt"
     assert entries["models/model.pt"]["hash_val"] == _sha(published / "models" / "model.pt")
-    assert "models/model.ts" in entries
+    assert "models/model.ts" in entries and "models/model.onnx" in entries
 
     hub_files = hub.repos[REPO_ID]["commits"][hub.repos[REPO_ID]["refs"][VERSION]]
     package = f"{NAME}_scripts"
@@ -65,6 +65,10 @@ def test_push_records_weights_and_download_round_trips(published, hub, tmp_path)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.allclose(exported(x), eager(x), atol=1e-5)
+        from shared.inferers.onnx_runtime import onnx_session
+
+        onnx = onnx_session(got / "models" / "model.onnx").run(None, {"input": x.numpy()})[0]
+        assert torch.allclose(torch.from_numpy(onnx), eager(x), atol=1e-4)  # another size than the export's
 
 
 def test_download_large_files_restores_published_weights(published, hub, tmp_path):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["BACKENDS", "BackendInferer", "OnnxRuntimeModule"]
+__all__ = ["BACKENDS", "BackendInferer", "OnnxRuntimeModule", "export_onnx", "onnx_session"]
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
@@ -58,6 +58,37 @@ def _flatten(output: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Tens
     raise TypeError(f"cannot run a network returning {type(output).__name__} under ONNX Runtime")
 
 
+def export_onnx(network: torch.nn.Module, example: torch.Tensor, destination, opset: int = 17,
+                dynamic_spatial: bool = False) -> Callable[[list[torch.Tensor]], Any]:
+    """Export ``network`` (a copy, in eval mode, on CPU) traced at ``example`` to ``destination`` (a path or a
+    binary file object), with one input ``input`` and outputs ``output_<i>`` in the network's order; the batch axis
+    is dynamic, and the spatial axes too with ``dynamic_spatial``. Returns how to rebuild the network's output
+    structure (tensor, tuple or dict) from the session's outputs."""
+    network = _without_extra_state(network).eval().cpu()
+    example = example.detach().cpu()
+    with torch.no_grad():
+        outputs, rebuild = _flatten(network(example))
+    output_names = [f"output_{i}" for i in range(len(outputs))]
+    dynamic_axes = {"input": {0: "batch", **({d: f"input_{d}" for d in range(2, example.ndim)} if dynamic_spatial else {})}}
+    for name, output in zip(output_names, outputs):
+        spatial = {d: f"{name}_{d}" for d in range(2, output.ndim)} if dynamic_spatial else {}
+        dynamic_axes[name] = {0: "batch", **spatial} if output.ndim else {}
+    torch.onnx.export(network, (example,), destination, input_names=["input"], output_names=output_names,
+                      dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+    return rebuild
+
+
+def onnx_session(model, threads: int | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation, of a model (a path or its bytes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    return ort.InferenceSession(model if isinstance(model, (bytes, str)) else str(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeModule(torch.nn.Module):
     """``network`` (in eval mode, weights as they are at the first call) run by ONNX Runtime on CPU.
 
@@ -73,25 +104,13 @@ class OnnxRuntimeModule(torch.nn.Module):
         self._sessions: dict[tuple, tuple[Any, Callable]] = {}
 
     def _session(self, x: torch.Tensor) -> tuple[Any, Callable]:
-        import onnxruntime as ort
-
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._sessions:
-            network = _without_extra_state(self.network).eval().cpu()
-            example = x[:1].detach().cpu()
-            with torch.no_grad():
-                names, rebuild = _flatten(network(example))
-            output_names = [f"output_{i}" for i in range(len(names))]
             buffer = io.BytesIO()
-            torch.onnx.export(network, (example,), buffer, input_names=["input"], output_names=output_names,
-                              dynamic_axes={name: {0: "batch"} for name in ["input", *output_names]},
-                              opset_version=self.opset, dynamo=False)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = self.threads or torch.get_num_threads()
-            session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            rebuild = export_onnx(self.network, x[:1], buffer, self.opset)
+            session = onnx_session(buffer.getvalue(), self.threads)
             logger.info(f"{type(self.network).__name__} exported to ONNX for inputs of shape (N, "
-                        f"{', '.join(map(str, key[0]))}); running under ONNX Runtime {ort.__version__}")
+                        f"{', '.join(map(str, key[0]))}); running under ONNX Runtime")
             self._sessions[key] = session, rebuild
         return self._sessions[key]
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
-ROWS = {"trainer_overhead", "data_pipeline", "inference", "export_torchscript", "export_onnxruntime"}
+ROWS = {"trainer_overhead", "data_pipeline", "inference", "inference_onnxruntime", "export_torchscript",
+        "export_onnxruntime"}
 
 
 def test_quick_benchmark_writes_one_table_per_bundle_with_every_row(tmp_path):

@@ -54,7 +54,7 @@ def study_loop(volume: torch.Tensor, network: torch.nn.Module, roi: int) -> torc
     return output[(..., *(slice(b, b + s) for b, s in zip(before, shape)))]
 
 
-def inference_contenders(quick: bool, workdir: Path) -> Contenders:
+def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
     parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
     pair = parser.get_parsed_content("dataset").data[0]
     transforms = parser.get_parsed_content("preprocessing").transforms

@@ -18,6 +18,9 @@ NAME = "brats_mri_slice_segmentation"
 QUICK = {"demo#voxel_size": 3.0, "demo#num_cases": 5, "pixdim": [3.0, 3.0, 3.0], "patch_size": [64, 64]}
 
 
+BACKENDS = ("torch", "onnxruntime")  # inference rows: inference.json's --backend
+
+
 def _overrides(quick: bool, workdir: Path) -> dict:
     where = {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
     if quick:
@@ -25,8 +28,8 @@ def _overrides(quick: bool, workdir: Path) -> dict:
     return where
 
 
-def inference_contenders(quick: bool, workdir: Path) -> Contenders:
-    parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
+    parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     case = parser.get_parsed_content("cases").valid[0]
     volume = parser.get_parsed_content("preprocessing")(case)["image"].as_tensor()[None]
     network = parser.get_parsed_content("network").eval()

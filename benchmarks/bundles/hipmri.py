@@ -17,13 +17,16 @@ NAME = "hipmri_pelvis_vqvae"
 QUICK = {"image_size": [64, 32]}  # a 16x8 code grid
 
 
+BACKENDS = ("torch", "onnxruntime")  # inference rows: inference.json's --backend
+
+
 def _overrides(quick: bool, workdir: Path) -> dict:
     where = {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
     return {**QUICK, **where} if quick else where
 
 
-def inference_contenders(quick: bool, workdir: Path) -> Contenders:
-    parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
+    parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     preprocessing = parser.get_parsed_content("preprocessing")
     loaded = [preprocessing(item)["image"].as_tensor() for item in parser.get_parsed_content("datalist")]
     items = [x for x in loaded if x.shape == loaded[0].shape][: 8 if quick else 64]  # one batch of one slice size

@@ -17,13 +17,16 @@ NAME = "ispy2_breast_mri_vae_augmentation"
 QUICK = {"demo#num_patients": 5, "pixdim": [1.4, 1.4, 3.0], "slice_size": [256, 160]}
 
 
+BACKENDS = ("torch", "onnxruntime")  # inference rows: inference.json's --backend
+
+
 def _overrides(quick: bool, workdir: Path) -> dict:
     where = {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
     return {**QUICK, **where, "demo#dir": str(workdir / "demo")} if quick else where
 
 
-def inference_contenders(quick: bool, workdir: Path) -> Contenders:
-    parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
+    parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     volume = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("datalist")[0])["image"]
     volume = volume.as_tensor()[None]
     network = parser.get_parsed_content("network").eval()

@@ -34,6 +34,9 @@ QUICK_GENERATOR = {"base_channels": 4, "num_residual_blocks": 1}
 QUICK_INFERENCE = {"demo#image_size": 164, "demo#num_train": 1, "demo#num_test": 1, "regions#progress": False}
 
 
+BACKENDS = ("torch", "onnxruntime")  # inference rows: inference.json's --backend
+
+
 def _where(workdir: Path) -> dict:
     return {"ckpt_dir": str(workdir / "models"), "output_dir": str(workdir / "eval")}
 
@@ -96,8 +99,9 @@ def study_flow(rgb: np.ndarray, generator: torch.nn.Module, hovernet: torch.nn.M
     return count
 
 
-def inference_contenders(quick: bool, workdir: Path) -> Contenders:
+def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
     parser = _inference_parser(quick, workdir)
+    parser["backend"] = backend
     dataset = parser.get_parsed_content("dataset")
     inferer = parser.get_parsed_content("inferer")
     hovernet = parser.get_parsed_content("network").eval()

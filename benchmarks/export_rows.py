@@ -3,17 +3,14 @@ batch of the windows the bundle's inference feeds it, outputs compared."""
 
 from __future__ import annotations
 
-import copy
-import io
 import logging
-from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from benchmarks.harness import Row, compare
+from shared.inferers.onnx_runtime import OnnxRuntimeModule
 
-__all__ = ["export_rows", "to_torchscript", "to_onnxruntime"]
+__all__ = ["export_rows", "to_torchscript"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,37 +30,6 @@ def to_torchscript(network: torch.nn.Module, example: torch.Tensor) -> tuple[tor
     except Exception:  # noqa: BLE001 - networks with Python-only constructs are traced, as shared.publish does
         module, how = torch.jit.trace(network, example, strict=False), "traced"
     return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval())), how
-
-
-def _without_extra_state(network: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``network`` whose modules keep no extra state (e.g. a recorded preset name): the ONNX exporter
-    takes every state-dict entry for a tensor, and such state is not part of the graph anyway."""
-    network = copy.deepcopy(network)
-    for module in network.modules():
-        cls = type(module)
-        if cls.get_extra_state is not torch.nn.Module.get_extra_state:
-            module.__class__ = type(cls.__name__, (cls,), {"get_extra_state": torch.nn.Module.get_extra_state})
-    return network
-
-
-def to_onnxruntime(network: torch.nn.Module, example: torch.Tensor, threads: int | None = None) -> Callable:
-    """An ONNX Runtime CPU session of ``network`` exported at ``example``'s shape (batch and spatial sizes dynamic
-    where the exporter allows); returns a callable taking and returning tensors like the network."""
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    torch.onnx.export(_without_extra_state(network), (example,), buffer, input_names=["input"], dynamo=False, opset_version=17)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-
-    def run(x: torch.Tensor):
-        outputs = session.run(names, {"input": x.numpy()})
-        return [torch.from_numpy(np.asarray(o)) for o in outputs]
-
-    return run
 
 
 def _agreement(ours, eager) -> dict[str, float]:
@@ -94,7 +60,8 @@ def export_rows(net_name: str, network: torch.nn.Module, example: torch.Tensor, 
     rows.append(row)
     if onnx:
         try:
-            session = to_onnxruntime(network, example)
+            session = OnnxRuntimeModule(network)
+            session(example)  # the export, outside the timing
         except Exception as e:  # noqa: BLE001 - an exporter limit is a finding, reported in the row's place
             logger.warning("ONNX export of %s failed: %s", net_name, e)
             return rows

@@ -10,6 +10,7 @@ import torch
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
 from benchmarks.harness import Contenders, Row
+from benchmarks.slice_loops import batched_vs_one_slice
 from benchmarks.training_rows import training_rows
 from shared.data.integrity import save_with_sha256
 
@@ -30,24 +31,7 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
     preprocessing = parser.get_parsed_content("preprocessing")
     loaded = [preprocessing(item)["image"].as_tensor() for item in parser.get_parsed_content("datalist")]
     items = [x for x in loaded if x.shape == loaded[0].shape][: 8 if quick else 64]  # one batch of one slice size
-    slices = torch.stack(items)
-    network = parser.get_parsed_content("network").eval()
-    inferer = parser.get_parsed_content("inferer")
-    study_inferer = parser.get_parsed_content("slice_inferer", instantiate=True, lazy=False)
-    study_inferer.batch_size = 1  # the study's loop: the same preparation, one slice a forward pass
-
-    def bundle():
-        with torch.inference_mode():
-            return inferer(slices, network)
-
-    def study():
-        with torch.no_grad():
-            return study_inferer(slices, network)
-
-    return Contenders(f"{len(items)} test slices {tuple(slices.shape[2:])}: inference.json's "
-                      f"SliceReconstructionInferer ({inferer.batch_size} slices a batch, inference_mode) vs the "
-                      "study's loop, one slice a forward pass", bundle, study,
-                      lambda a, b: {"max_abs_diff": float((a - b).abs().max())})
+    return batched_vs_one_slice(parser, torch.stack(items), f"{len(items)} test slices {tuple(items[0].shape[1:])}")
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:

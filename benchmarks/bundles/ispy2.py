@@ -10,6 +10,7 @@ import torch
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
 from benchmarks.harness import Contenders, Row
+from benchmarks.slice_loops import batched_vs_one_slice
 from benchmarks.training_rows import training_rows
 
 NAME = "ispy2_breast_mri_vae_augmentation"
@@ -29,24 +30,7 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
     parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     volume = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("datalist")[0])["image"]
     volume = volume.as_tensor()[None]
-    network = parser.get_parsed_content("network").eval()
-    inferer = parser.get_parsed_content("inferer")
-    # the study's loop: the same slice preparation, one slice a forward pass
-    study_inferer = parser.get_parsed_content("slice_inferer", instantiate=True, lazy=False)
-    study_inferer.batch_size = 1
-
-    def bundle():
-        with torch.inference_mode():
-            return inferer(volume, network)
-
-    def study():
-        with torch.no_grad():
-            return study_inferer(volume, network)
-
-    return Contenders(f"whole volume {tuple(volume.shape[2:])}: inference.json's StudySliceInferer "
-                      f"({inferer.batch_size} slices a batch, inference_mode) vs the study's loop, one slice a "
-                      "forward pass", bundle, study,
-                      lambda a, b: {"max_abs_diff": float((a - b).abs().max())})
+    return batched_vs_one_slice(parser, volume, f"whole volume {tuple(volume.shape[2:])}")
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:

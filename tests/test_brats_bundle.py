@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import BRATS, MULTI_GPU, REPO, TINY_TRAIN, official_schema, overrides, run_bundle, run_torchrun
+from conftest import BRATS, REPO, TINY_TRAIN, official_schema, overrides, run_bundle
 
 pytestmark = pytest.mark.slow
 CONFIGS = BRATS / "configs"
@@ -149,15 +149,6 @@ def test_inference_without_weights_says_what_to_do(brats_demo_dir, tmp_path):
     assert result.returncode != 0
     assert "model.pt does not exist. Train the bundle first" in result.stdout
     assert "download_large_files" in result.stdout
-
-
-def test_multi_gpu_config_with_torchrun_on_cpu(brats_workdir, tmp_path):
-    args = {**brats_workdir, **TINY_TRAIN, "train#trainer#epoch_length": "1",
-            "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
-            "split#val_fraction": "0.4", "split#test_fraction": "0.2"}
-    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
-    assert (tmp_path / "models" / "model.pt").is_file()
-    assert len(list((tmp_path / "models" / "training_state").glob("state_iteration=*.pt"))) == 1
 
 
 def test_metadata_is_valid_against_the_schema(tmp_path):

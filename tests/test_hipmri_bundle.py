@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HIPMRI, MULTI_GPU, REPO, TINY_HIPMRI, overrides, run_bundle, run_torchrun, stand_in_schema
+from conftest import HIPMRI, REPO, TINY_HIPMRI, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 
 CONFIGS = HIPMRI / "configs"
@@ -243,21 +241,3 @@ def test_a_volume_among_training_slices_is_set_aside(hipmri_demo, tmp_path):
     assert len(split["training"]) == 239
 
 
-@pytest.mark.slow
-def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
-    args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
-    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
-    assert (tmp_path / "models" / "model.pt").is_file()
-
-
-@pytest.mark.slow
-def test_publish_dry_run_passes(trained, tmp_path):
-    work, _ = trained
-    bundle = shutil.copytree(HIPMRI, tmp_path / HIPMRI.name,
-                             ignore=shutil.ignore_patterns("demo_data", "eval", "*.pt", "*.sha256", "training_state*"))
-    shutil.copy(Path(work["ckpt_dir"]) / "model.pt", bundle / "models" / "model.pt")
-    result = subprocess.run([sys.executable, "-m", "shared.publish", str(bundle), "--repo", "ns/hipmri", "--dry-run",
-                             "--schema-file", str(stand_in_schema(tmp_path))], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert re.search(r"TorchScript export of network_def \((scripted|traced)\)", result.stdout)

@@ -16,8 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import (ISPY2, MULTI_GPU, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, run_torchrun,
-                      stand_in_schema)
+from conftest import ISPY2, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, stand_in_schema
 from helpers.bundle_scripts import bundle_module
 
 layout = bundle_module(ISPY2, "layout")
@@ -234,13 +233,6 @@ def test_verify_net_in_out(tmp_path):
     assert "verified with no error" in out
 
 
-def test_multi_gpu_config_with_torchrun_on_cpu(work, tmp_path):
-    args = {**work, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
-            "split#val_fraction": "0.4"}
-    run_torchrun([CONFIGS / "train.json", MULTI_GPU], args, tmp_path)
-    assert (tmp_path / "models" / "model.pt").is_file()
-
-
 def test_publish_exports_both_networks(vae, compared, tmp_path):
     import zipfile
 
@@ -266,3 +258,29 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
     # only the shared code the bundle uses is vendored: no other study's code, no publishing tool
     assert f"{BUNDLE.name}/{package}/shared/publish.py" not in names
     assert f"{BUNDLE.name}/{package}/shared/data/slice_patches.py" not in names
+
+
+def test_slices_prepared_together_give_the_per_slice_result():
+    """The inferer prepares and restores a batch of slices in one call each; an oracle network shows that this is
+    the study's per-slice preparation (pad/crop, normalise each slice, resize, and back), blank slices included."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
+
+    StudySliceInferer = bundle_module(ISPY2, "inferer").StudySliceInferer
+    network = torch.nn.Conv2d(2, 3, 3, padding=1)
+    volume = torch.rand(1, 2, 37, 18, 7)
+    volume[..., 2] = 0.5  # a blank slice: normalised with a unit divisor
+    slice_size, image_size = (32, 24), (16, 16)  # crops X, pads Y
+    pad_crop, normalize = ResizeWithPadOrCrop(slice_size), NormalizeIntensity()
+    down, up = Resize(image_size, mode="bilinear"), Resize(slice_size, mode="bilinear")
+    expected = torch.full((1, 3, 37, 18, 7), -20.0)
+    with torch.no_grad():
+        for z in range(1, 6):
+            padded = pad_crop(MetaTensor(volume[0, ..., z]))
+            logits = network(down(normalize(padded.as_tensor()))[None])[0]
+            expected[0, ..., z] = torch.as_tensor(
+                pad_crop.inverse(MetaTensor(up(logits), applied_operations=padded.applied_operations)))
+        out = StudySliceInferer(slice_size, image_size, slice_range=(1, 5), batch_size=3)(volume, network)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

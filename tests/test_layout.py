@@ -11,7 +11,7 @@ import pytest
 
 from conftest import (BABYAI, BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2,
                       TINY_TRAIN, overrides, run_bundle)
-from helpers.properties import check_properties
+from helpers.properties import check_properties_of
 from shared.publish import imports_of, package_of
 
 SHARED = REPO / "shared"
@@ -79,25 +79,30 @@ def test_configs_import_no_bundle_code_before_run(bundle):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "bundle,config,workflow_type",
-    [(BRATS, "train.json", "train"), (BRATS, "inference.json", "infer"), (ISPY2, "train.json", "train"),
-     (ISPY2, "train_vae.json", "train"), (ISPY2, "inference.json", "infer"), (HIPMRI, "train.json", "train"),
-     (HIPMRI, "inference.json", "infer"), (BABYAI, "train.json", "train"), (BABYAI, "inference.json", "infer")],
-    ids=lambda x: x.name if isinstance(x, Path) else x,
+    "bundle,configs",
+    [(BRATS, {"train.json": "train", "inference.json": "infer"}),
+     (ISPY2, {"train.json": "train", "train_vae.json": "train", "inference.json": "infer"}),
+     (HIPMRI, {"train.json": "train", "inference.json": "infer"}),
+     (BABYAI, {"train.json": "train", "inference.json": "infer"})],
+    ids=lambda x: x.name if isinstance(x, Path) else "-".join(x),
 )
-def test_model_zoo_property_ids_are_present(bundle, config, workflow_type, brats_demo_dir, breast_demo, hipmri_demo,
-                                            babyai_demo, tmp_path):
+def test_model_zoo_property_ids_are_present(bundle, configs, brats_demo_dir, breast_demo, hipmri_demo, babyai_demo,
+                                            tmp_path):
     demo = {BRATS: {**TINY_BRATS, "demo#dir": str(brats_demo_dir)},
             ISPY2: {**TINY_ISPY2, "demo#dir": str(breast_demo)},
             HIPMRI: {**TINY_HIPMRI, "demo#dir": str(hipmri_demo)},
             BABYAI: {**TINY_BABYAI, "demo#dir": str(babyai_demo)}}[bundle]
-    args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
-    args.update(output_dir=str(tmp_path), ckpt_dir=str(tmp_path))
-    if workflow_type == "infer":
-        args["handlers"] = "[]"  # no weights to load: the properties are about the config
-    result = check_properties(bundle, bundle / "configs" / config, workflow_type, args)
+    checks = []
+    for config, workflow_type in configs.items():
+        args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
+        args.update(output_dir=str(tmp_path / config), ckpt_dir=str(tmp_path / config))
+        if workflow_type == "infer":
+            args["handlers"] = "[]"  # no weights to load: the properties are about the config
+        checks.append((bundle / "configs" / config, workflow_type, args))
+    result = check_properties_of(bundle, checks)  # one process a bundle: the checks share its imports
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "missing: []" in result.stdout
+    for config in configs:
+        assert f"{config} missing: []" in result.stdout
 
 
 @pytest.mark.slow

@@ -80,6 +80,7 @@ def test_published_brats_runs_every_config_standalone(downloaded_brats, brats_de
          {**work, **TINY_TRAIN, "train#trainer#epoch_length": "1", "ckpt_dir": str(tmp_path / "ddp"),
           "split#val_fraction": "0.4"}, cwd, run_id="training", torchrun=True)
     assert (tmp_path / "ddp" / "model.pt").is_file()
+    assert len(list((tmp_path / "ddp" / "training_state").glob("state_iteration=*.pt"))) == 1  # rank 0 saves, once
 
 
 def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_demo, tmp_path):

@@ -90,7 +90,7 @@ def test_inference_fetches_published_weights_once_then_works_offline(published, 
     weights.unlink()
     hf_home = tmp_path / "hf"
     args = {"dataset_dir": str(brats_demo_dir / "BraTS20_Training_004"), "output_dir": str(tmp_path / "out"),
-            "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"], "dataloader#num_workers": "0",
+            "pixdim": TINY_BRATS["pixdim"], "dataloader#num_workers": "0",
             "use_published_weights": "True"}
     command = ["-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
                *overrides(args)]

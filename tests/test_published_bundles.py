@@ -72,7 +72,7 @@ def test_published_brats_runs_every_config_standalone(downloaded_brats, brats_de
     assert (tmp_path / "eval" / "test_metrics.json").is_file()
     case = brats_demo_dir / "BraTS20_Training_004"
     _run([configs / "inference.json"], {"dataset_dir": str(case), "output_dir": str(tmp_path / "out"),
-                                        "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"],
+                                        "pixdim": TINY_BRATS["pixdim"],
                                         "dataloader#num_workers": "0"}, cwd)  # the published weights
     pred = nib.load(tmp_path / "out" / "BraTS20_Training_004_pred.nii.gz")
     assert pred.shape == nib.load(case / "BraTS20_Training_004_t2.nii.gz").shape
@@ -205,7 +205,7 @@ def test_two_published_bundles_load_side_by_side(downloaded_brats, downloaded_is
     runs = [
         [str(downloaded_brats / "configs" / "inference.json"),
          {"dataset_dir": str(brats_demo_dir / "BraTS20_Training_004"), "output_dir": str(tmp_path / "brats"),
-          "pixdim": [3.0, 3.0, 3.0], "patch_size": [64, 64], "dataloader#num_workers": 0}],
+          "pixdim": [3.0, 3.0, 3.0], "dataloader#num_workers": 0}],
         [str(downloaded_ispy2 / "configs" / "inference.json"),
          {"dataset_dir": str(breast_demo), "output_dir": str(tmp_path / "ispy2"), "pixdim": [1.4, 1.4, 3.0],
           "slice_size": [256, 160]}],

@@ -165,7 +165,7 @@ def cases(brats_demo_dir, tmp_path) -> Path:
 
 
 def test_inference_exit_codes_follow_the_cases(trained, cases, tmp_path):
-    base = {"pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"], "ckpt_dir": trained["ckpt_dir"],
+    base = {"pixdim": TINY_BRATS["pixdim"], "ckpt_dir": trained["ckpt_dir"],
             "dataloader#num_workers": "0"}
     all_bad = _inference({**base, "dataset_dir": str(cases / "broken"), "output_dir": str(tmp_path / "a")}, tmp_path)
     assert all_bad.returncode != 0 and "1 of 1 case(s) failed: ['broken']" in all_bad.stdout
@@ -184,7 +184,7 @@ def test_weights_that_cannot_be_loaded_stop_the_run_with_the_cause(cases, tmp_pa
     wrong = tmp_path / "wrong"
     save_with_sha256({"conv.weight": torch.zeros(1)}, wrong / "model.pt")  # intact, but another network's weights
     result = _inference({"dataset_dir": str(cases), "output_dir": str(tmp_path / "out"), "ckpt_dir": str(wrong),
-                         "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"],
+                         "pixdim": TINY_BRATS["pixdim"],
                          "dataloader#num_workers": "0"}, tmp_path)
     assert result.returncode != 0 and "Missing key(s) in state_dict" in result.stdout
     assert "going on with the next" not in result.stdout  # not recorded against each case
@@ -197,7 +197,7 @@ def test_damaged_local_weights_are_refused(trained, cases, tmp_path):
     weights[len(weights) // 2 : len(weights) // 2 + 8] = b"\x7f" * 8  # flipped bytes that still unpickle
     (models / "model.pt").write_bytes(bytes(weights))
     result = _inference({"dataset_dir": str(cases), "output_dir": str(tmp_path / "out"), "ckpt_dir": str(models),
-                         "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"]}, tmp_path)
+                         "pixdim": TINY_BRATS["pixdim"]}, tmp_path)
     assert result.returncode != 0
     assert f"WeightsIntegrityError: {models / 'model.pt'}: its sha256 is not the" in result.stdout
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*_pred.nii.gz"))
@@ -207,7 +207,7 @@ def test_an_unwritable_output_folder_is_found_before_any_case(cases, tmp_path):
     (tmp_path / "a_file").write_text("")
     result = _inference({"dataset_dir": str(cases), "output_dir": str(tmp_path / "a_file" / "out"),
                          "network_def": "{'_target_': 'oracle.FlairThreshold'}", "handlers": "[]",
-                         "checkpoint": "None", "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"]},
+                         "checkpoint": "None", "pixdim": TINY_BRATS["pixdim"]},
                         tmp_path, env=ORACLE)
     assert result.returncode != 0 and "outputs cannot be written there" in result.stdout
     assert "going on with the next" not in result.stdout and "case(s) done" not in result.stdout  # nothing inferred
@@ -223,7 +223,7 @@ def test_a_single_slice_volume_gives_a_single_slice_prediction(brats_demo_dir, t
         nib.save(nib.Nifti1Image(thin, source.affine), case / f"thin_{modality}.nii.gz")
     result = _inference({"dataset_dir": str(case), "output_dir": str(tmp_path / "out"),
                          "network_def": "{'_target_': 'oracle.FlairThreshold'}", "handlers": "[]",
-                         "checkpoint": "None", "pixdim": TINY_BRATS["pixdim"], "patch_size": TINY_BRATS["patch_size"],
+                         "checkpoint": "None", "pixdim": TINY_BRATS["pixdim"],
                          "dataloader#num_workers": "0"}, tmp_path, env=ORACLE)
     assert result.returncode == 0, result.stdout[-3000:]
     pred = nib.load(tmp_path / "out" / "thin_pred.nii.gz")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from monai.inferers import sliding_window_inference
 
-from benchmarks.bundle_config import parse
+from benchmarks.bundle_config import bundle_dir, parse
 from benchmarks.export_rows import export_rows
 from benchmarks.harness import Contenders, Row
 from benchmarks.training_rows import training_rows
@@ -28,36 +28,58 @@ def _overrides(quick: bool, workdir: Path) -> dict:
     return where
 
 
+# the study's whole-volume prediction: each axial slice on its own, its 128x128 patches one a forward pass, blended
+STUDY_WINDOWS = {"overlap": 0.125, "mode": "gaussian", "cval": -1.0}
+
+
+def label_agreement(ours: torch.Tensor, theirs: torch.Tensor, image: torch.Tensor, background: float = -1.0) -> dict:
+    """How the two logit volumes' label maps agree: the fraction of brain voxels with the same label, and the Dice
+    of each tumour label between them (nan where neither has the label)."""
+    a, b = ours.argmax(1), theirs.argmax(1)
+    brain = (image != background).any(1)
+    result = {"label_agreement_in_brain": round(float((a == b)[brain].float().mean()), 4)}
+    for label in range(1, ours.shape[1]):
+        both = int(((a == label) & (b == label)).sum())
+        total = int((a == label).sum() + (b == label).sum())
+        result[f"dice_label_{label}"] = round(2 * both / total, 4) if total else float("nan")
+    return result
+
+
 def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
     parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     case = parser.get_parsed_content("cases").valid[0]
     volume = parser.get_parsed_content("preprocessing")(case)["image"].as_tensor()[None]
     network = parser.get_parsed_content("network").eval()
+    trained = bundle_dir(NAME) / "models" / "model.pt"
+    weights = "untrained (no models/model.pt)"
+    if not quick and trained.is_file():  # label maps compared with trained weights where there are
+        network.load_state_dict(torch.load(trained, map_location="cpu", weights_only=True))
+        weights = "the bundle's models/model.pt"
     inferer = parser.get_parsed_content("inferer")
-    roi_size = parser.get_parsed_content("patch_size")
+    roi_size = parse(NAME, ["train.json"], _overrides(quick, workdir)).get_parsed_content("patch_size")
 
     def bundle():
         with torch.inference_mode():
             return inferer(volume, network)
 
-    def study():  # every axial slice on its own, one patch a forward pass
+    def study():
         with torch.no_grad():
-            return torch.stack([sliding_window_inference(volume[..., z], roi_size, 1, network, overlap=inferer.overlap,
-                                                         mode=inferer.mode, cval=inferer.cval)
+            return torch.stack([sliding_window_inference(volume[..., z], roi_size, 1, network, **STUDY_WINDOWS)
                                 for z in range(volume.shape[-1])], dim=-1)
 
     def agreement(ours, theirs) -> dict:
-        return {"max_abs_diff": float((ours - theirs).abs().max())}
+        return {**label_agreement(ours, theirs, volume), "weights": weights}
 
-    return Contenders(f"whole volume {tuple(volume.shape[2:])}: inference.json's SliceInferer "
-                      f"({inferer.sw_batch_size} windows a batch, inference_mode) vs the study's per-slice loop, one "
-                      "window a forward pass", bundle, study, agreement)
+    return Contenders(f"whole volume {tuple(volume.shape[2:])}: inference.json's {type(inferer.inferer).__name__} "
+                      f"({inferer.batch_size} slices a batch, inference_mode) vs the study's per-slice loop, "
+                      f"{tuple(roi_size)} patches one a forward pass, overlap {STUDY_WINDOWS['overlap']}", bundle,
+                      study, agreement)
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     parser = parse(NAME, ["train.json"], _overrides(quick, workdir))
     result = training_rows(parser, "train.json", iterations=2 if quick else 10, repeats=repeats)
-    patch = parse(NAME, ["inference.json"], _overrides(quick, workdir)).get_parsed_content("patch_size")
+    patch = parser.get_parsed_content("patch_size")
     network = parse(NAME, ["inference.json"], _overrides(quick, workdir)).get_parsed_content("network_def")
     result += export_rows("U-Net (ResNet-34 encoder)", network, torch.randn(8 if quick else 64, 3, *patch), repeats)
     return result

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from monai.transforms import Resize
 
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
 from benchmarks.harness import Contenders, Row
-from benchmarks.slice_loops import batched_vs_one_slice
+from benchmarks.slice_loops import batched_vs_study_loop
 from benchmarks.training_rows import training_rows
 from shared.data.integrity import save_with_sha256
 
@@ -26,12 +27,31 @@ def _overrides(quick: bool, workdir: Path) -> dict:
     return {**QUICK, **where} if quick else where
 
 
+def study_loop(image_size):
+    """The study's reconstruction, one slice at a time: normalise, resize to ``image_size`` (anti-aliased), the
+    VQ-VAE, resize back, de-normalise; blank slices kept as they are."""
+    down = Resize(tuple(image_size), mode="bilinear", anti_aliasing=True)
+
+    def loop(slices: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        out = slices.clone()
+        up = Resize(tuple(slices.shape[2:]), mode="bilinear", anti_aliasing=False)
+        for i, image in enumerate(slices):
+            mean, std = image.mean(), image.std()
+            if std > 0:
+                reconstruction = network(down((image - mean) / std)[None])[0]
+                out[i] = torch.as_tensor(up(reconstruction[0])) * std + mean
+        return out
+
+    return loop
+
+
 def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
     parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     preprocessing = parser.get_parsed_content("preprocessing")
     loaded = [preprocessing(item)["image"].as_tensor() for item in parser.get_parsed_content("datalist")]
     items = [x for x in loaded if x.shape == loaded[0].shape][: 8 if quick else 64]  # one batch of one slice size
-    return batched_vs_one_slice(parser, torch.stack(items), f"{len(items)} test slices {tuple(items[0].shape[1:])}")
+    return batched_vs_study_loop(parser, torch.stack(items), f"{len(items)} test slices {tuple(items[0].shape[1:])}",
+                                 study_loop(parser.get_parsed_content("image_size")))
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from monai.data import MetaTensor
+from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
 
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
 from benchmarks.harness import Contenders, Row
-from benchmarks.slice_loops import batched_vs_one_slice
+from benchmarks.slice_loops import batched_vs_study_loop
 from benchmarks.training_rows import training_rows
 
 NAME = "ispy2_breast_mri_vae_augmentation"
@@ -26,11 +28,31 @@ def _overrides(quick: bool, workdir: Path) -> dict:
     return {**QUICK, **where, "demo#dir": str(workdir / "demo")} if quick else where
 
 
+def study_loop(slice_size, image_size):
+    """The study's per-slice prediction: each axial slice centre padded/cropped to ``slice_size``, normalised,
+    resized to ``image_size``, predicted alone, resized back and the pad/crop undone."""
+    pad_crop, normalize = ResizeWithPadOrCrop(slice_size), NormalizeIntensity()
+    down, up = Resize(image_size, mode="bilinear"), Resize(slice_size, mode="bilinear")
+
+    def loop(volume: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        slices = []
+        for z in range(volume.shape[-1]):
+            padded = pad_crop(MetaTensor(volume[0, ..., z]))
+            logits = network(down(normalize(padded.as_tensor()))[None])[0]
+            restored = pad_crop.inverse(MetaTensor(up(logits), applied_operations=padded.applied_operations))
+            slices.append(torch.as_tensor(restored))
+        return torch.stack(slices, dim=-1)[None]
+
+    return loop
+
+
 def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
     parser = parse(NAME, ["inference.json"], {**_overrides(quick, workdir), "backend": backend})
     volume = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("datalist")[0])["image"]
     volume = volume.as_tensor()[None]
-    return batched_vs_one_slice(parser, volume, f"whole volume {tuple(volume.shape[2:])}")
+    return batched_vs_study_loop(parser, volume, f"whole volume {tuple(volume.shape[2:])}",
+                                 study_loop(parser.get_parsed_content("slice_size"),
+                                            parser.get_parsed_content("image_size")))
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:

@@ -39,11 +39,12 @@ class SliceReconstructionInferer(Inferer):
         up = Resize(tuple(slices.shape[2:]), mode="bilinear", anti_aliasing=False)
         for start in range(0, len(todo), self.batch_size):
             index = todo[start : start + self.batch_size]
-            prepared = torch.stack([self.down((slices[i] - mean[i]) / std[i]) for i in index])
+            # the batch's slices as the channels of one image: one resize each way for all of them
+            prepared = torch.as_tensor(self.down(((slices[index] - mean[index]) / std[index])[:, 0]))[:, None]
             reconstruction = network(prepared.to(inputs.device), *args, **kwargs)
             reconstruction = reconstruction[0] if isinstance(reconstruction, (tuple, list)) else reconstruction
-            for i, r in zip(index, reconstruction.float()):
-                out[i] = torch.as_tensor(up(r)).to(out.device) * std[i] + mean[i]
+            restored = torch.as_tensor(up(reconstruction.float()[:, 0]))[:, None].to(out.device)
+            out[index] = restored * std[index] + mean[index]
         if volume:
             out = out.unflatten(0, (data.shape[0], data.shape[-1])).movedim(1, -1)
         return convert_to_dst_type(out, inputs, dtype=torch.float32)[0]  # with the inputs' metadata, for writing

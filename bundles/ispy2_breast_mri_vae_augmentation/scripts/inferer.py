@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
+from monai.transforms import Resize, ResizeWithPadOrCrop
 
 __all__ = ["StudySliceInferer"]
 
@@ -18,7 +18,8 @@ class StudySliceInferer(Inferer):
     resize each prediction back and undo the pad/crop exactly, so the output lies on the input's grid.
 
     Slices outside ``slice_range`` (inclusive z indices, e.g. a precomputed tumour range) are not predicted and get
-    ``background_logit``. ``batch_size`` slices go through the network at once.
+    ``background_logit``. ``batch_size`` slices go through the network at once, and are prepared and restored
+    together (each still normalised on its own).
     """
 
     def __init__(
@@ -31,31 +32,41 @@ class StudySliceInferer(Inferer):
     ) -> None:
         super().__init__()
         self.pad_crop = ResizeWithPadOrCrop(slice_size)
-        self.normalize = NormalizeIntensity()
         self.down = Resize(image_size, mode="bilinear", anti_aliasing=False)
         self.up = Resize(slice_size, mode="bilinear", anti_aliasing=False)
         self.slice_range = slice_range
         self.batch_size, self.background_logit = batch_size, background_logit
 
-    def _prepare(self, image: torch.Tensor) -> tuple[torch.Tensor, MetaTensor]:
-        padded = self.pad_crop(MetaTensor(image))
-        return self.down(self.normalize(padded.as_tensor())), padded
+    def _prepare(self, slices: torch.Tensor) -> tuple[torch.Tensor, MetaTensor]:
+        """(S, C, X, Y) slices padded/cropped, each normalised on its own and resized: all S in one call each."""
+        n, channels = slices.shape[:2]
+        padded = self.pad_crop(MetaTensor(slices.flatten(0, 1)))  # slices and channels as channels: one centre pad/crop
+        x = padded.as_tensor().unflatten(0, (n, channels)).float()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        x = (x - mean) / torch.where(std == 0, torch.ones_like(std), std)  # NormalizeIntensity of each slice
+        return self.down(x.flatten(0, 1)).unflatten(0, (n, channels)), padded
+
+    def _restore(self, logits: torch.Tensor, padded: MetaTensor) -> torch.Tensor:
+        """(S, K, x, y) logits resized back and the pad/crop undone: (S, K, X, Y) on the input's grid."""
+        n, channels = logits.shape[:2]
+        up = self.up(logits.float().flatten(0, 1))
+        restored = self.pad_crop.inverse(MetaTensor(up, applied_operations=padded.applied_operations))
+        return torch.as_tensor(restored).unflatten(0, (n, channels))
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
         batch, _, nx, ny, nz = inputs.shape
         lo, hi = (0, nz - 1) if self.slice_range is None else (max(0, int(self.slice_range[0])), min(nz - 1, int(self.slice_range[1])))
+        data = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
         out = None
-        jobs = [(b, z) for b in range(batch) for z in range(lo, hi + 1)]
-        for start in range(0, len(jobs), self.batch_size):
-            chunk = jobs[start : start + self.batch_size]
-            prepared = [self._prepare(torch.as_tensor(inputs[b, ..., z])) for b, z in chunk]
-            logits = network(torch.stack([p[0] for p in prepared]).to(inputs.device), *args, **kwargs)
-            if out is None:
-                out = torch.full((batch, logits.shape[1], nx, ny, nz), self.background_logit, device=inputs.device)
-            for (b, z), (_, padded), logit in zip(chunk, prepared, logits):
-                restored = self.pad_crop.inverse(
-                    MetaTensor(self.up(logit.float()), applied_operations=padded.applied_operations))
-                out[b, ..., z] = torch.as_tensor(restored).to(out.device)
+        for b in range(batch):
+            for start in range(lo, hi + 1, self.batch_size):
+                stop = min(start + self.batch_size, hi + 1)
+                prepared, padded = self._prepare(data[b, ..., start:stop].movedim(-1, 0))
+                logits = network(prepared.to(inputs.device), *args, **kwargs)
+                if out is None:
+                    out = torch.full((batch, logits.shape[1], nx, ny, nz), self.background_logit, device=inputs.device)
+                out[b, ..., start:stop] = self._restore(logits, padded).movedim(0, -1).to(out.device)
         if out is None:  # empty slice range
             out = torch.full((batch, 1, nx, ny, nz), self.background_logit, device=inputs.device)
         return out

@@ -133,3 +133,21 @@ def test_zero_pad_shortcut_matches_monai_partial_and_scripts():
         x = torch.randn(shape)
         with torch.no_grad():
             assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("axis,factor,offset", [(0, 3, 1), (1, 4, 0), (2, 5, 4), (2, 2, 1)])
+def test_simulated_anisotropy_is_scipys_cubic_spline_over_the_kept_slices(axis, factor, offset):
+    from scipy import ndimage
+
+    from shared.transforms.anisotropy import SimulateAnisotropy, kept_slices
+
+    volume = np.random.default_rng(axis + factor).random((2, 17, 13, 11), dtype=np.float32)
+    out = SimulateAnisotropy(factor=factor, axis=axis, offset=offset)(torch.as_tensor(volume))
+    kept = kept_slices(volume.shape[axis + 1], factor, offset)
+    thick = np.take(volume, kept, axis=axis + 1)
+    grid = list(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in volume.shape[1:]], indexing="ij"))
+    grid[axis] = (grid[axis] - offset) / factor
+    reference = np.stack([ndimage.map_coordinates(c, np.stack(grid), order=3, mode="nearest") for c in thick])
+    assert isinstance(out, torch.Tensor) and out.shape == volume.shape and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), reference, atol=1e-5)
+    np.testing.assert_allclose(np.take(out.numpy(), kept, axis=axis + 1), thick, atol=1e-6)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 
 from benchmarks.harness import Row, compare
+from shared.handlers.training_state import TrainingState
 
 __all__ = ["FirstBatches", "build_trainer", "supervised_bare_loop", "training_rows"]
 
@@ -105,4 +107,19 @@ def training_rows(parser: ConfigParser, label: str, iterations: int, repeats: in
         row.reference_spread = [t / iterations for t in row.reference_spread]
         row.extra.setdefault("batch_size", getattr(loader, "batch_size", None))
     pipeline.extra.update(num_workers=getattr(loader, "num_workers", None), loader=type(loader).__name__)
+    overhead.extra.update(epoch_length=len(loader), **state_save_seconds(trainer))
     return [overhead, pipeline]
+
+
+def state_save_seconds(trainer) -> dict:
+    """How long one save of the trainer's resumable state takes (``TrainingState`` saves at every epoch end, so a
+    timed epoch shorter than a real one overstates its share), as ``{"state_save_s": ...}``; empty without one."""
+    handlers = [h for event in trainer._event_handlers.values() for h, *_ in event]
+    states = [getattr(h, "__self__", None) for h in handlers]
+    state = next((s for s in states if isinstance(s, TrainingState)), None)
+    if state is None or trainer.state.iteration == 0:
+        return {}
+    state._last_saved = None  # saved once more, at the same iteration, for the timing
+    start = time.perf_counter()
+    state.save(trainer)
+    return {"state_save_s": round(time.perf_counter() - start, 3)}

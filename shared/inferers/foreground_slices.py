@@ -9,22 +9,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
+from monai.transforms.utils import generate_spatial_bounding_box
 
 __all__ = ["ForegroundSliceInferer", "foreground_box"]
 
 
 def foreground_box(image: torch.Tensor, background: float) -> tuple[slice, ...] | None:
     """The bounding box (one slice per spatial axis) of the voxels of ``image`` (C, *spatial) that differ from
-    ``background`` in any channel, or None when there are none."""
-    foreground = (image != background).any(dim=0)
-    box = []
-    for axis in range(foreground.ndim):
-        others = tuple(a for a in range(foreground.ndim) if a != axis)
-        present = torch.nonzero(foreground.any(dim=others) if others else foreground).flatten()
-        if present.numel() == 0:
-            return None
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
+    ``background`` in any channel (MONAI's ``generate_spatial_bounding_box``), or None when there are none."""
+    start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x != background)
+    if any(e <= s for s, e in zip(start, end)):
+        return None
+    return tuple(slice(int(s), int(e)) for s, e in zip(start, end))
 
 
 class ForegroundSliceInferer(Inferer):

@@ -107,16 +107,15 @@ def training_rows(parser: ConfigParser, label: str, iterations: int, repeats: in
         row.reference_spread = [t / iterations for t in row.reference_spread]
         row.extra.setdefault("batch_size", getattr(loader, "batch_size", None))
     pipeline.extra.update(num_workers=getattr(loader, "num_workers", None), loader=type(loader).__name__)
-    overhead.extra.update(epoch_length=len(loader), **state_save_seconds(trainer))
+    overhead.extra.update(epoch_length=len(loader), **state_save_seconds(parser, trainer))
     return [overhead, pipeline]
 
 
-def state_save_seconds(trainer) -> dict:
+def state_save_seconds(parser: ConfigParser, trainer, handlers_id: str = "train#handlers") -> dict:
     """How long one save of the trainer's resumable state takes (``TrainingState`` saves at every epoch end, so a
     timed epoch shorter than a real one overstates its share), as ``{"state_save_s": ...}``; empty without one."""
-    handlers = [h for event in trainer._event_handlers.values() for h, *_ in event]
-    states = [getattr(h, "__self__", None) for h in handlers]
-    state = next((s for s in states if isinstance(s, TrainingState)), None)
+    handlers = parser.get_parsed_content(handlers_id) if handlers_id in parser else []
+    state = next((h for h in handlers if isinstance(h, TrainingState)), None)
     if state is None or trainer.state.iteration == 0:
         return {}
     state._last_saved = None  # saved once more, at the same iteration, for the timing

@@ -32,6 +32,9 @@ QUICK_CYCLEGAN = {"demo#image_size": 128, "demo#num_train": 5, "demo#num_test": 
 QUICK_HOVERNET = {"demo#tiles_per_fold": 2, "batch_size": 1}
 QUICK_GENERATOR = {"base_channels": 4, "num_residual_blocks": 1}
 QUICK_INFERENCE = {"demo#image_size": 164, "demo#num_train": 1, "demo#num_test": 1, "regions#progress": False}
+# full: one 512x512 image (four of the study's tiles; BCI's own images are 1024x1024, four times the time)
+FULL_INFERENCE = {"demo#image_size": 512, "demo#num_train": 1, "demo#num_test": 1, "regions#progress": False}
+CYCLEGAN_ITERATIONS = 5  # one full-size CycleGAN step takes about 10 s on 2 CPU cores
 
 
 BACKENDS = ("torch", "onnxruntime")  # inference rows: inference.json's --backend
@@ -71,9 +74,27 @@ def cyclegan_bare_loop(trainer) -> Callable[[Sequence], None]:
     return loop
 
 
-def _inference_parser(quick: bool, workdir: Path):
-    overrides = {**_where(workdir), "demo#dir": str(workdir / "BCI_inference")}
-    return parse(NAME, ["inference.json"], {**overrides, **(QUICK_INFERENCE | QUICK_GENERATOR if quick else {})})
+def _inference_parser(quick: bool, workdir: Path, overrides: dict | None = None):
+    where = {**_where(workdir), "demo#dir": str(workdir / "BCI_inference")}
+    size = QUICK_INFERENCE | QUICK_GENERATOR if quick else FULL_INFERENCE
+    return parse(NAME, ["inference.json"], {**where, **size, **(overrides or {})})
+
+
+def generator_size(state: dict) -> dict:
+    """``base_channels`` and ``num_residual_blocks`` of a ``ResnetGenerator`` state dict."""
+    blocks = {key.split(".")[1] for key in state if ".conv_block." in key}
+    return {"base_channels": int(state["model.1.weight"].shape[0]), "num_residual_blocks": len(blocks)}
+
+
+def trained_weights() -> dict[str, dict]:
+    """The bundle's trained weights, by the config id of their network (``network``, ``generator``), where there
+    are: post-processing time depends on the nuclei found, so random weights would misstate it."""
+    weights = {}
+    for network, file in (("network", "hovernet.pt"), ("generator", "generator_ihc_to_he.pt")):
+        path = bundle_dir(NAME) / "models" / file
+        if path.is_file():
+            weights[network] = torch.load(path, map_location="cpu", weights_only=True)
+    return weights
 
 
 def study_flow(rgb: np.ndarray, generator: torch.nn.Module, hovernet: torch.nn.Module) -> int:
@@ -100,17 +121,16 @@ def study_flow(rgb: np.ndarray, generator: torch.nn.Module, hovernet: torch.nn.M
 
 
 def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> Contenders:
-    parser = _inference_parser(quick, workdir)
-    parser["backend"] = backend
+    weights = {} if quick else trained_weights()
+    size = generator_size(weights["generator"]) if "generator" in weights else {}
+    parser = _inference_parser(quick, workdir, {"backend": backend, **size})
     dataset = parser.get_parsed_content("dataset")
     inferer = parser.get_parsed_content("inferer")
     hovernet = parser.get_parsed_content("network").eval()
     generator = parser.get_parsed_content("generator").eval()
-    trained = bundle_dir(NAME) / "models"
-    if not quick:  # the bundle's trained weights where there are: post-processing time depends on the nuclei found
-        for network, file in ((hovernet, "hovernet.pt"), (generator, "generator_ihc_to_he.pt")):
-            if (trained / file).is_file():
-                network.load_state_dict(torch.load(trained / file, map_location="cpu", weights_only=True))
+    for network, key in ((hovernet, "network"), (generator, "generator")):
+        if key in weights:
+            network.load_state_dict(weights[key])
     first = dataset[0]["image"]
     rgb = np.array(first.read(0, 0, first.height, first.width))
     first.close()
@@ -125,14 +145,17 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
     return Contenders(f"one {rgb.shape[1]}x{rgb.shape[0]} IHC image: inference.json's chain (overlapping generator "
                       "tiles, HoVer-Net windows stitched over the image, post-processing once) vs the study's "
                       f"{TILE}-pixel tiles, each through both networks and the post-processing alone", bundle, study,
-                      lambda ours, theirs: {"nuclei": ours, "study_nuclei": theirs})
+                      lambda ours, theirs: {"nuclei": ours, "study_nuclei": theirs, "backend": backend,
+                                            "weights": "trained" if weights else "random",
+                                            **size})
 
 
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     cyclegan = {**_where(workdir), "demo#dir": str(workdir / "BCI")}
     if quick:
         cyclegan.update(QUICK_CYCLEGAN | QUICK_GENERATOR)
-    result = training_rows(parse(NAME, ["train_cyclegan.json"], cyclegan), "train_cyclegan.json", 2 if quick else 10,
+    result = training_rows(parse(NAME, ["train_cyclegan.json"], cyclegan), "train_cyclegan.json",
+                           2 if quick else CYCLEGAN_ITERATIONS,
                            repeats, bare_loop=cyclegan_bare_loop)
     hovernet = {**_where(workdir), "demo#dir": str(workdir / "PanNuke"), **(QUICK_HOVERNET if quick else {})}
     result += training_rows(parse(NAME, ["train_hovernet.json"], hovernet), "train_hovernet.json (stage 0)",

@@ -63,6 +63,22 @@ def test_tuple_outputs_keep_their_structure_and_one_export_serves_every_batch_si
     assert len(module._sessions) == 1
 
 
+def test_channels_last_gives_the_eager_outputs_with_the_weights_converted_once_loaded():
+    torch.manual_seed(0)
+    network = TwoBranches().eval()
+    image = torch.randn(1, 2, 50, 70)
+    windows = SlidingWindowInferer(roi_size=(32, 32), sw_batch_size=3, overlap=0.25)
+    inferer = BackendInferer(windows, "torch", channels_last=True)
+    with torch.no_grad():
+        eager = BackendInferer(windows, "torch")(image, network)
+        assert network.conv.weight.is_contiguous()  # nothing converted before the first call
+        converted = inferer(image, network)
+    assert network.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for key in eager:
+        assert torch.allclose(converted[key], eager[key], atol=1e-5), key
+    assert BackendInferer(windows, "onnxruntime", channels_last=True)._network(network).__class__ is OnnxRuntimeModule
+
+
 def test_an_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="onnxruntime"):
         BackendInferer(SlidingWindowInferer(roi_size=(8, 8)), "tensorrt")

@@ -9,6 +9,7 @@ nucleus on a tile border can be split or doubled: the two counts are shown, not 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,13 +135,15 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
     first = dataset[0]["image"]
     rgb = np.array(first.read(0, 0, first.height, first.width))
     first.close()
+    # the study's own copies: the bundle's channels-last option converts the weights it is given in place
+    study_generator, study_hovernet = copy.deepcopy(generator), copy.deepcopy(hovernet)
 
     def bundle():
         with torch.inference_mode():
             return len(inferer(dataset[0]["image"], hovernet).nuclei)
 
     def study():
-        return study_flow(rgb, generator, hovernet)
+        return study_flow(rgb, study_generator, study_hovernet)
 
     return Contenders(f"one {rgb.shape[1]}x{rgb.shape[0]} IHC image: inference.json's chain (overlapping generator "
                       "tiles, HoVer-Net windows stitched over the image, post-processing once) vs the study's "

@@ -1,0 +1,92 @@
+"""Every config stack a user can run, checked without running it: each ``$`` expression compiles and names only
+what its stack imports (plus MONAI's default globals), and the GPU branch of ``device``, ``amp``, ``initialize`` and
+``finalize`` resolves on this CPU-only machine with ``torch.cuda.is_available`` patched to True and ``LOCAL_RANK``
+set, so that a stack that only a GPU machine would break on breaks here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BABYAI, BRATS, BUNDLES, HIPMRI, ISPY2, MULTI_GPU, PATHOLOGY
+from helpers.config_expressions import expression_problems, parsed_stack
+
+CYCLEGAN_DDP = "multi_gpu_train_cyclegan.json"
+# the stacks the README and the model cards give; MULTI_GPU is the shared multi-GPU config
+STACKS: dict[Path, list[tuple[str | Path, ...]]] = {
+    BRATS: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "evaluate.json"), ("inference.json",)],
+    ISPY2: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "study_unet.json"),
+            ("train.json", "study_unet.json", MULTI_GPU), ("train_vae.json",), ("train_vae.json", MULTI_GPU),
+            ("train.json", "evaluate.json"), ("train_vae.json", "generate.json"), ("compare.json",),
+            ("crossval.json",), ("inference.json",)],
+    HIPMRI: [("train.json",), ("train.json", MULTI_GPU), ("train_prior.json",), ("train_prior.json", MULTI_GPU),
+             ("train.json", "evaluate.json"), ("train_prior.json", "generate.json"), ("inference.json",)],
+    BABYAI: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "evaluate.json"), ("inference.json",),
+             ("synthesize.json",)],
+    PATHOLOGY: [("train_cyclegan.json",), ("train_cyclegan.json", "brief.json"),
+                ("train_cyclegan.json", MULTI_GPU, CYCLEGAN_DDP), ("train_cyclegan.json", "brief.json", MULTI_GPU,
+                                                                   CYCLEGAN_DDP),
+                ("train_hovernet.json",), ("train_hovernet.json", "brief.json"), ("train_hovernet.json", MULTI_GPU),
+                ("train_cyclegan.json", "evaluate_cyclegan.json"), ("train_hovernet.json", "evaluate_hovernet.json"),
+                ("inference.json",), ("inference.json", "brief.json"),
+                ("inference.json", "brief.json", "count_nuclei.json")],
+}
+CASES = [(bundle, stack) for bundle, stacks in STACKS.items() for stack in stacks]
+
+
+def _files(bundle: Path, stack: tuple[str | Path, ...]) -> list[Path]:
+    return [f if isinstance(f, Path) else bundle / "configs" / f for f in stack]
+
+
+def _name(case) -> str:
+    bundle, stack = case
+    return bundle.name.split("_")[0] + ":" + "+".join(Path(f).stem for f in stack)
+
+
+def test_every_config_of_every_bundle_is_in_a_checked_stack():
+    assert set(STACKS) == set(BUNDLES)
+    for bundle, stacks in STACKS.items():
+        configs = {p.name for p in (bundle / "configs").glob("*.json")} - {"metadata.json"}
+        assert configs == {f for stack in stacks for f in stack if isinstance(f, str)}, bundle.name
+        trains = {c for c in configs if c.startswith("train")}
+        assert all(any(s[0] == t and MULTI_GPU in s for s in stacks) for t in trains), f"{bundle.name}: multi-GPU"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_name)
+def test_every_expression_compiles_and_names_only_what_its_stack_imports(case):
+    bundle, stack = case
+    assert expression_problems(parsed_stack(_files(bundle, stack))) == []
+
+
+@pytest.fixture
+def patched_gpu(monkeypatch) -> dict[str, list]:
+    """A machine that reports one CUDA device, launched by torchrun as local rank 1; process-group setup and device
+    selection are recorded instead of done."""
+    calls: dict[str, list] = {"init_process_group": [], "set_device": []}
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls["set_device"].append(device))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda *args, **kwargs: calls["init_process_group"].append(kwargs))
+    return calls
+
+
+@pytest.mark.parametrize("case", CASES, ids=_name)
+def test_the_gpu_branch_of_device_amp_initialize_and_finalize_resolves(case, patched_gpu):
+    bundle, stack = case
+    parser = parsed_stack(_files(bundle, stack))
+    distributed = MULTI_GPU in stack
+    if "device" in parser:
+        device = parser.get_parsed_content("device")
+        assert device == torch.device("cuda", 1 if distributed else 0)
+    if "amp" in parser:
+        assert parser.get_parsed_content("amp") is True
+    for section in ("initialize", "finalize"):
+        for i in range(len(parser[section]) if section in parser else 0):
+            parser.get_parsed_content(f"{section}#{i}")
+    if distributed:
+        assert patched_gpu["init_process_group"] == [{"backend": "nccl"}]
+        assert patched_gpu["set_device"] == [torch.device("cuda", 1)]

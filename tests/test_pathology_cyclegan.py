@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PATHOLOGY, REPO, TINY_CYCLEGAN, overrides, run_bundle
+from conftest import PATHOLOGY, REPO, TINY_CYCLEGAN, overrides, run_bundle, run_torchrun
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import sidecar_path
@@ -187,3 +187,23 @@ def test_pair_check_names_the_files_of_a_misaligned_or_grey_pair():
         check({"A": ihc, "B": MetaTensor(torch.rand(4, 32, 32), meta={"filename_or_obj": "HE/train/x.png"})})
     assert check({"A": ihc, "B": ihc})["A"] is ihc
 
+
+
+def test_multi_gpu_variant_runs_to_a_clean_exit_again_and_again_with_torchrun_on_cpu(tmp_path):
+    """The four networks in DDP on 2 CPU processes (gloo), three runs in a row, each to exit 0: ranks used to abort
+    at exit now and then, with the process group torn down during interpreter shutdown (shared.engines.distributed)."""
+    configs = [TRAIN, REPO / "shared" / "configs" / "multi_gpu_train.json", CONFIGS / "multi_gpu_train_cyclegan.json"]
+    args = {**TINY_CYCLEGAN, "demo#num_train": "8", "train#dataloader#batch_size": "1", "demo#dir": str(tmp_path / "BCI"),
+            "output_dir": str(tmp_path / "eval"), "train#trainer#max_epochs": "1"}
+    for run in range(3):
+        models = tmp_path / f"models_{run}"
+        log = run_torchrun(configs, {**args, "ckpt_dir": str(models)}, tmp_path).stdout
+        assert "terminate called" not in log and "communication thread(s) are still alive" not in log
+        assert log.count("CycleGANTrainer - INFO - Epoch[1] Complete") == 2  # one a rank
+        (state,) = _states(models)
+        saved = torch.load(state, weights_only=True)
+        assert saved["settings"]["world_size"] == 2
+        # 6 training images in 4 tiles each, split between the 2 ranks: 3 iterations of one image a rank
+        assert saved["trainer"]["iteration"] == 3
+        generator = ResnetGenerator(base_channels=4, num_residual_blocks=1)
+        generator.load_state_dict(torch.load(models / "generator_ihc_to_he.pt", weights_only=True))

@@ -67,6 +67,15 @@ def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_on
     assert sampled.shape == (3, 6, 4) and sampled.max() < 7 and sampled.min() >= 0
 
 
+def test_every_trainable_parameter_of_the_prior_gets_a_gradient():
+    """What DistributedDataParallel needs of a network (else: "Expected to have finished reduction"); MONAI's
+    transformer blocks carry a cross-attention norm that the prior never uses, which is frozen."""
+    prior = bundle_module(HIPMRI, "networks").code_prior(latent_size=(16, 8), window=64)
+    prior(torch.randint(0, 512, (2, 64)), offset=10).sum().backward()
+    assert [n for n, p in prior.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert not any(p.requires_grad for n, p in prior.named_parameters() if "norm_cross_attn" in n)
+
+
 def test_demo_layout_and_anatomy(hipmri_demo):
     folders = sorted(p.name for p in hipmri_demo.iterdir() if p.is_dir())
     assert folders == ["keras_slices_seg_test", "keras_slices_seg_train", "keras_slices_seg_validate",

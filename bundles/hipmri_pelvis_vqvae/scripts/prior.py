@@ -31,6 +31,10 @@ class GridCodePrior(DecoderOnlyTransformer):
                          attn_layers_depth=attn_layers_depth, attn_layers_heads=attn_layers_heads)
         self.grid_len = grid_len
         self.position_embeddings = AbsolutePositionalEmbedding(max_seq_len=grid_len, embedding_dim=attn_layers_dim)
+        # MONAI builds each block's cross-attention norm even without cross-attention; it never gets a gradient, and
+        # DistributedDataParallel would wait for one ("Expected to have finished reduction")
+        for block in self.blocks:
+            block.norm_cross_attn.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         if x.shape[1] > self.max_seq_len or offset + x.shape[1] > self.grid_len:

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from benchmarks.harness import Row, compare
+from benchmarks.harness import Row, compare, count_flops
 from shared.inferers.onnx_runtime import OnnxRuntimeModule
 
 __all__ = ["export_rows", "to_torchscript"]
@@ -48,6 +48,7 @@ def export_rows(net_name: str, network: torch.nn.Module, example: torch.Tensor, 
             return network(example)
 
     rows = []
+    flops = count_flops(eager)  # the same work on every side: the row's physical limit (benchmarks.table)
     scripted, how = to_torchscript(network, example)
 
     def torchscript():
@@ -57,6 +58,7 @@ def export_rows(net_name: str, network: torch.nn.Module, example: torch.Tensor, 
     row = compare("export_torchscript", f"{net_name}: TorchScript ({how}, frozen, optimize_for_inference) vs "
                   f"eager, a batch of {tuple(example.shape)}", torchscript, eager, goal=1.5, repeats=repeats,
                   check=_agreement)
+    row.extra["flops"] = flops
     rows.append(row)
     if onnx:
         try:
@@ -68,4 +70,5 @@ def export_rows(net_name: str, network: torch.nn.Module, example: torch.Tensor, 
         rows.append(compare("export_onnxruntime", f"{net_name}: ONNX Runtime (CPU, all graph optimisations) vs "
                             f"eager, a batch of {tuple(example.shape)}", lambda: session(example), eager, goal=1.5,
                             repeats=repeats, check=_agreement))
+        rows[-1].extra["flops"] = flops
     return rows

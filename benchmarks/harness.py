@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Contenders", "Row", "compare", "machine", "peak_rss_mb", "write_table", "markdown"]
+__all__ = ["Contenders", "Row", "compare", "compute_share", "count_flops", "machine", "markdown", "matmul_peak_flops",
+           "peak_rss_mb", "write_table"]
 
 
 @dataclass
@@ -186,3 +187,33 @@ def write_table(results_dir: Path, bundle: str, rows: list[Row], machine_info: d
                 "rows": [{**asdict(row), "met": row.met} for row in rows]}
     json_path.write_text(json.dumps(document, indent=2))
     return md_path, json_path
+
+
+def matmul_peak_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, size: int = 4096,
+                      repeats: int = 3) -> float:
+    """The machine's practical compute limit: FLOP/s of the fastest of ``repeats`` ``size``x``size`` matrix products
+    on ``device`` in ``dtype`` (after one warm-up), the ceiling that convolutions and products can approach."""
+    device = torch.device(device)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        seconds, _ = _timed(lambda: torch.mm(a, b))
+        best = min(best, seconds)
+    return 2 * size**3 / best
+
+
+def count_flops(function: Callable[[], Any]) -> int:
+    """FLOPs of the matrix products, convolutions and attention in one call of ``function`` (PyTorch's
+    ``FlopCounterMode``; element-wise work is not counted, work outside PyTorch, e.g. ONNX Runtime, is not seen)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops()
+
+
+def compute_share(flops: float, seconds: float, peak: float) -> dict[str, float]:
+    """The row's physical limit: FLOPs of the timed work, achieved FLOP/s, and that as a share of ``peak``."""
+    achieved = flops / seconds
+    return {"flops": float(flops), "achieved_flops_per_s": achieved, "compute_share": round(achieved / peak, 4)}

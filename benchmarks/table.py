@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks.harness import Row, compare, machine, peak_rss_mb, write_table
+import torch
+
+from benchmarks.harness import Row, compare, compute_share, count_flops, machine, matmul_peak_flops, peak_rss_mb, write_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # bundle -> module of benchmarks.bundles
@@ -45,14 +47,26 @@ def memory_probe(bundle: str, quick: bool, workdir: Path, backend: str = "torch"
 
 
 def inference_row(module: ModuleType, bundle: str, quick: bool, repeats: int, workdir: Path,
-                  backend: str = "torch") -> Row:
-    """The ``inference`` row: ``module.inference_contenders`` timed, outputs compared, peak memory of each side;
-    with ``backend="onnxruntime"``, the ``inference_onnxruntime`` row (the config's ``--backend onnxruntime``)."""
+                  backend: str = "torch", flops: int | None = None) -> Row:
+    """The ``inference`` row: ``module.inference_contenders`` timed, outputs compared, peak memory of each side,
+    the FLOPs of the bundle's side (counted in one more call; ``flops`` gives them where PyTorch cannot see the
+    work); with ``backend="onnxruntime"``, the ``inference_onnxruntime`` row (the config's ``--backend
+    onnxruntime``)."""
     contenders = module.inference_contenders(quick, workdir, backend=backend)
     name = "inference" if backend == "torch" else f"inference_{backend}"
     description = contenders.description + ("" if backend == "torch" else f"; the network run by --backend {backend}")
-    return compare(name, description, contenders.bundle, contenders.reference, goal=3.0,
-                   repeats=repeats, check=contenders.check, memory=memory_probe(bundle, quick, workdir, backend))
+    row = compare(name, description, contenders.bundle, contenders.reference, goal=3.0,
+                  repeats=repeats, check=contenders.check, memory=memory_probe(bundle, quick, workdir, backend))
+    row.extra["flops"] = flops if flops is not None else count_flops(contenders.bundle)
+    return row
+
+
+def add_compute_shares(rows: list[Row], peak: float) -> None:
+    """Beside every row that counted its FLOPs: the FLOP/s its bundle side achieved and their share of ``peak``."""
+    for row in rows:
+        if row.extra.get("flops"):
+            seconds = row.bundle_median
+            row.extra.update(compute_share(row.extra["flops"], seconds, peak))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,12 +86,20 @@ def main(argv: list[str] | None = None) -> None:
         _, peak = peak_rss_mb(getattr(contenders, args.peak_memory_of))
         print(json.dumps({"peak_mb": peak}))
         return
+    info = machine()
+    # the machine's limit, measured in this run: the fastest large fp32 matrix product
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info["peak_fp32_flops_per_s"] = matmul_peak_flops(device, size=2048 if args.quick else 4096)
     with tempfile.TemporaryDirectory(prefix=f"benchmark_{args.bundle}_") as work:
         rows = module.rows(args.quick, repeats, Path(work))
+        flops = None  # counted on the torch row; ONNX Runtime does the same work where PyTorch cannot count it
         for i, backend in enumerate(getattr(module, "BACKENDS", ("torch",))):
-            rows.insert(2 + i, inference_row(module, args.bundle, args.quick, repeats, Path(work), backend))
+            row = inference_row(module, args.bundle, args.quick, repeats, Path(work), backend, flops)
+            flops = row.extra["flops"]
+            rows.insert(2 + i, row)
+    add_compute_shares(rows, info["peak_fp32_flops_per_s"])
     command = f"python -m benchmarks --bundle {args.bundle}" + (" --quick" if args.quick else "")
-    md, js = write_table(args.results_dir, args.bundle, rows, machine(), command, args.quick)
+    md, js = write_table(args.results_dir, args.bundle, rows, info, command, args.quick)
     print(md.read_text())
     print(f"written: {md}, {js}")
 

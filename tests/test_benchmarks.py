@@ -31,6 +31,18 @@ def test_quick_benchmark_writes_one_table_per_bundle_with_every_row(tmp_path):
     inference = next(row for row in table["rows"] if row["name"] == "inference")
     assert inference["extra"]["max_abs_diff"] < 1e-3  # batched slices give the study loop's reconstruction
     assert {"bundle_peak_memory_added_mb", "reference_peak_memory_added_mb"} <= set(inference["extra"])
+    # the physical limit beside every inference and export row: FLOPs of the timed work, their rate, the share of
+    # this run's matrix-product peak (ONNX Runtime's inference does the torch row's work)
+    assert table["machine"]["peak_fp32_flops_per_s"] > 0
+    for row in table["rows"]:
+        if row["name"].startswith(("inference", "export")):
+            extra = row["extra"]
+            assert extra["flops"] > 0 and 0 < extra["compute_share"] < 2
+            assert extra["achieved_flops_per_s"] == pytest.approx(extra["flops"] / row["bundle_median"])
+            assert extra["compute_share"] == pytest.approx(
+                extra["achieved_flops_per_s"] / table["machine"]["peak_fp32_flops_per_s"], rel=1e-3)
+    by_name = {row["name"]: row for row in table["rows"]}
+    assert by_name["inference"]["extra"]["flops"] == by_name["inference_onnxruntime"]["extra"]["flops"]
     markdown = (tmp_path / f"{bundle}.md").read_text()
     assert markdown in result.stdout and markdown.count("\n| `") == len(table["rows"])
 

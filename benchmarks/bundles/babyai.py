@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, CropForegroundd
 
-from benchmarks.bundle_config import parse
+from benchmarks.bundle_config import bundle_dir, parse
 from benchmarks.export_rows import export_rows
+from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
 from benchmarks.harness import Contenders, Row
 from benchmarks.training_rows import training_rows
 
@@ -95,3 +96,31 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     result += export_rows(f"residual U-Net ({PRESET} preset)", inference.get_parsed_content("network_def"),
                           torch.randn(2 if quick else 8, 2, *roi), repeats)
     return result
+
+
+def gpu_steps(quick: bool, work: Path) -> list[Step]:
+    """``python -m benchmarks.gpu_check``: training of the ``small`` preset (and its resume), evaluation, the thick-
+    slice synthesis, inference of the demo sessions, the multi-GPU stack, the network exported. The study's 379 M
+    preset needs its weights from the Hugging Face Hub and is left to ``benchmarks/babyai_inference.py``."""
+    common = _overrides(quick, work)
+    train = {k: v for k, v in common.items() if k != "preset"}
+    if quick:
+        train.update(TRAIN_QUICK, **{"train#dataset#num_workers": 0, "validate#dataset#num_workers": 0})
+    iterations = 2 if quick else 20
+    evaluation = {**{k: v for k, v in train.items() if "num_workers" not in k}, "slice_factors": [4],
+                  "slice_axes": [2]}
+    inference = {k: v for k, v in common.items() if k in ("demo#num_subjects", "demo#voxel_size", "demo#dir",
+                                                          "pixdim", "patch_size", "preset", "ckpt_dir")}
+    demo = common.get("demo#dir", str(bundle_dir(NAME) / "demo_data" / "baby_open_brains"))
+    return [
+        *train_and_resume("train.json", ["train.json"], train, iterations),
+        Step("evaluate", "run", ["train.json", "evaluate.json"], evaluation, needs=("train.json",)),
+        Step("synthesize", "run", ["synthesize.json"],
+             {"dataset_dir": demo, "synthesis_dir": str(work / "thick")}, needs=("train.json",)),
+        Step("inference", "infer", ["inference.json"],
+             {**inference, "dataset_dir": demo, "output_dir": str(work / "out")}, needs=("train.json",),
+             outputs=("**/*_T2w_sr.nii.gz",)),
+        torchrun_step("train.json multi-GPU", ["train.json"], {**train, "training_state#dir": str(work / "ddp_state")},
+                      iterations, needs=("train.json",)),
+        Step("export", "export", ["inference.json"], inference, needs=("train.json",)),
+    ]

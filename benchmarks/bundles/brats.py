@@ -10,6 +10,7 @@ from monai.inferers import sliding_window_inference
 
 from benchmarks.bundle_config import bundle_dir, parse
 from benchmarks.export_rows import export_rows
+from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
 from benchmarks.harness import Contenders, Row
 from benchmarks.training_rows import training_rows
 
@@ -83,3 +84,25 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     network = parse(NAME, ["inference.json"], _overrides(quick, workdir)).get_parsed_content("network_def")
     result += export_rows("U-Net (ResNet-34 encoder)", network, torch.randn(8 if quick else 64, 3, *patch), repeats)
     return result
+
+
+def gpu_steps(quick: bool, work: Path) -> list[Step]:
+    """``python -m benchmarks.gpu_check``: training (and its resume), evaluation, inference of one demo case, the
+    multi-GPU stack, the U-Net exported."""
+    common = _overrides(quick, work)
+    demo = Path(common.get("demo#dir", bundle_dir(NAME) / "demo_data" / "MICCAI_BraTS2020_TrainingData"))
+    split = {"split#val_fraction": 0.2, "split#test_fraction": 0.2} if quick else {}
+    workers = {"train#dataset#num_workers": 0, "validate#dataset#num_workers": 0} if quick else {}
+    train = {**common, **split, **workers}
+    iterations = 2 if quick else 20
+    inference = {k: v for k, v in common.items() if k in QUICK or k == "ckpt_dir"}
+    return [
+        *train_and_resume("train.json", ["train.json"], train, iterations),
+        Step("evaluate", "run", ["train.json", "evaluate.json"], train, needs=("train.json",)),
+        Step("inference", "infer", ["inference.json"],
+             {**inference, "dataset_dir": str(demo / "BraTS20_Training_001"), "output_dir": str(work / "out")},
+             needs=("train.json",), outputs=("*_pred.nii.gz",)),
+        torchrun_step("train.json multi-GPU", ["train.json"], {**train, "training_state#dir": str(work / "ddp_state")},
+                      iterations, needs=("train.json",)),
+        Step("export", "export", ["inference.json"], inference, needs=("train.json",)),
+    ]

@@ -10,6 +10,7 @@ from monai.transforms import Resize
 
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
+from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
 from benchmarks.harness import Contenders, Row
 from benchmarks.slice_loops import batched_vs_study_loop
 from benchmarks.training_rows import training_rows
@@ -68,3 +69,29 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     result += export_rows("VQ-VAE", inference.get_parsed_content("network_def"),
                           torch.randn(4 if quick else 32, 1, *size), repeats)
     return result
+
+
+def gpu_steps(quick: bool, work: Path) -> list[Step]:
+    """``python -m benchmarks.gpu_check``: both trainings (the prior on the VQ-VAE just trained), evaluation,
+    generation, inference of a folder of demo slices, both multi-GPU stacks, the VQ-VAE exported."""
+    demo = {"demo#dir": str(work / "HipMRI_demo"), **QUICK} if quick else {}  # else the bundle's own demo folder
+    models = str(work / "models")
+    common = {**demo, "ckpt_dir": models, "output_dir": str(work / "eval")}
+    iterations = 2 if quick else 20
+    steps = train_and_resume("train.json", ["train.json"], common, iterations)
+    steps += train_and_resume("train_prior.json", ["train_prior.json"], common, iterations, needs=("train.json",))
+    steps += [
+        Step("evaluate", "run", ["train.json", "evaluate.json"], common, needs=("train.json",)),
+        Step("generate", "run", ["train_prior.json", "generate.json"], {**common, "num_samples": 4 if quick else 16},
+             needs=("train_prior.json",)),
+        Step("inference", "infer", ["inference.json"], {**demo, "ckpt_dir": models, "output_dir": str(work / "out")},
+             needs=("train.json",), outputs=("*_recon.nii.gz",)),
+        # the multi-GPU runs keep their training states apart from the single-process runs'
+        torchrun_step("train.json multi-GPU", ["train.json"],
+                      {**common, "training_state#dir": str(work / "ddp_state")}, iterations, needs=("train.json",)),
+        torchrun_step("train_prior.json multi-GPU", ["train_prior.json"],
+                      {**common, "training_state#dir": str(work / "ddp_state_prior")}, iterations,
+                      needs=("train.json",)),
+        Step("export", "export", ["inference.json"], {**demo, "ckpt_dir": models}, needs=("train.json",)),
+    ]
+    return steps

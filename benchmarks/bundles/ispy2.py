@@ -11,6 +11,7 @@ from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
 
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
+from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
 from benchmarks.harness import Contenders, Row
 from benchmarks.slice_loops import batched_vs_study_loop
 from benchmarks.training_rows import training_rows
@@ -68,3 +69,30 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     vae = inference.get_parsed_content("vae_def")
     result += export_rows("multimodal VAE", vae, torch.randn(batch, 2, *size), repeats)
     return result
+
+
+def gpu_steps(quick: bool, work: Path) -> list[Step]:
+    """``python -m benchmarks.gpu_check``: the VAE's training (and resume), samples from it, the U-Net's training
+    augmented by that VAE (and resume), evaluation, inference of the demo patients, both multi-GPU stacks, both
+    networks exported. ``compare.json`` and ``crossval.json`` run these same train configs and are left out."""
+    common = _overrides(quick, work)
+    iterations = 2 if quick else 20
+    inference = {k: v for k, v in common.items() if k in QUICK or k in ("ckpt_dir", "demo#dir")}
+    augmented = {**common, "augment_with_vae": True}
+    return [
+        *train_and_resume("train_vae.json", ["train_vae.json"], common, iterations),
+        Step("generate", "run", ["train_vae.json", "generate.json"], {**common, "num_samples": 4},
+             needs=("train_vae.json",)),
+        *train_and_resume("train.json (VAE augmentation)", ["train.json"], augmented, iterations,
+                          needs=("train_vae.json",)),
+        Step("evaluate", "run", ["train.json", "evaluate.json"], common, needs=("train.json (VAE augmentation)",)),
+        Step("inference", "infer", ["inference.json"], {**inference, "output_dir": str(work / "out")},
+             needs=("train.json (VAE augmentation)",), outputs=("*_mask.nii.gz",)),
+        torchrun_step("train_vae.json multi-GPU", ["train_vae.json"],
+                      {**common, "training_state#dir": str(work / "ddp_state_vae")}, iterations,
+                      needs=("train_vae.json",)),
+        torchrun_step("train.json multi-GPU", ["train.json"],
+                      {**augmented, "training_state#dir": str(work / "ddp_state")}, iterations,
+                      needs=("train_vae.json",)),
+        Step("export", "export", ["inference.json"], inference, needs=("train.json (VAE augmentation)",)),
+    ]

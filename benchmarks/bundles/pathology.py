@@ -22,6 +22,7 @@ from monai.transforms import Compose
 
 from benchmarks.bundle_config import bundle_dir, parse
 from benchmarks.export_rows import export_rows
+from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
 from benchmarks.harness import Contenders, Row
 from benchmarks.training_rows import training_rows
 
@@ -170,3 +171,43 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     result += export_rows("HoVer-Net fast", parser.get_parsed_content("network_def"),
                           torch.rand(parser.get_parsed_content("sw_batch_size"), 3, TILE, TILE), repeats)
     return result
+
+
+def gpu_steps(quick: bool, work: Path) -> list[Step]:
+    """``python -m benchmarks.gpu_check``: the CycleGAN's training (and resume) and evaluation, HoVer-Net stage 0
+    (and resume), stage 1 and evaluation, the chained inference of the demo's IHC test images, both multi-GPU
+    stacks (the CycleGAN with its four-network variant), both networks exported."""
+    where = _where(work)
+    cyclegan = {**where, "demo#dir": str(work / "BCI")} if quick else dict(where)
+    hovernet = {**where, "demo#dir": str(work / "PanNuke"), **QUICK_HOVERNET} if quick else dict(where)
+    if quick:
+        cyclegan.update(QUICK_CYCLEGAN | QUICK_GENERATOR, **{"train#dataset#num_workers": 0,
+                                                             "validate#dataset#num_workers": 0})
+        hovernet.update({"train#dataset#num_workers": 0, "validate#dataset#num_workers": 0})
+    iterations = {"cyclegan": 2, "hovernet": 1} if quick else {"cyclegan": 20, "hovernet": 10}
+    inference = {**where, **(QUICK_GENERATOR if quick else {}), "output_dir": str(work / "out")}
+    if quick:
+        inference.update({k: v for k, v in cyclegan.items() if k.startswith("demo#")}, **{"regions#progress": False})
+    evaluate_hovernet = {k: v for k, v in hovernet.items() if "num_workers" not in k or k.startswith("validate")}
+    return [
+        *train_and_resume("train_cyclegan.json", ["train_cyclegan.json"], cyclegan, iterations["cyclegan"]),
+        Step("evaluate_cyclegan", "run", ["train_cyclegan.json", "evaluate_cyclegan.json"], cyclegan,
+             needs=("train_cyclegan.json",)),
+        *train_and_resume("train_hovernet.json (stage 0)", ["train_hovernet.json"], hovernet, iterations["hovernet"]),
+        Step("train_hovernet.json (stage 1)", "train", ["train_hovernet.json"],
+             {**hovernet, "stage": 1, "train#trainer#epoch_length": iterations["hovernet"],
+              "train#trainer#max_epochs": 1}, "training", needs=("train_hovernet.json (stage 0)",)),
+        Step("evaluate_hovernet", "run", ["train_hovernet.json", "evaluate_hovernet.json"], evaluate_hovernet,
+             needs=("train_hovernet.json (stage 1)",)),
+        Step("inference", "infer", ["inference.json"], inference,
+             needs=("train_cyclegan.json", "train_hovernet.json (stage 1)"),
+             outputs=("*_types.tif", "*_he.png")),
+        torchrun_step("train_cyclegan.json multi-GPU", ["train_cyclegan.json", "multi_gpu_train_cyclegan.json"],
+                      {**cyclegan, "training_state#dir": str(work / "ddp_state_cyclegan")}, iterations["cyclegan"],
+                      needs=("train_cyclegan.json",)),
+        torchrun_step("train_hovernet.json multi-GPU", ["train_hovernet.json"],
+                      {**hovernet, "training_state#dir": str(work / "ddp_state_hovernet")}, iterations["hovernet"],
+                      needs=("train_hovernet.json (stage 0)",)),
+        Step("export", "export", ["inference.json"], inference,
+             needs=("train_cyclegan.json", "train_hovernet.json (stage 1)")),
+    ]

@@ -1,0 +1,90 @@
+"""``python -m benchmarks.gpu_check``: it skips, saying so, without a GPU, and ``--device cpu --quick`` runs the very
+same steps on the CPU, so that the check's own code is known to work before GPU time is spent on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from benchmarks import gpu_check
+from benchmarks.gpu_check import Step, agreement
+from conftest import REPO
+
+
+def _check(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=1200, env={**os.environ, **(env or {})})
+
+
+def test_without_a_gpu_the_check_says_it_skipped_and_what_to_run(tmp_path):
+    result = _check(["--results_dir", str(tmp_path)], env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gpu_check skipped: no CUDA GPU is visible here" in result.stdout
+    assert "python -m benchmarks.gpu_check --device cpu --quick" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_every_step_of_a_bundle_runs_on_the_cpu_with_its_figures(tmp_path):
+    bundle = "hipmri_pelvis_vqvae"  # the quickest bundle: every step in about two minutes on 2 CPU cores
+    result = _check(["--device", "cpu", "--quick", "--bundle", bundle, "--results_dir", str(tmp_path)])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    table = json.loads((tmp_path / f"gpu_check_{bundle}.json").read_text())
+    rows = {row["step"]: row for row in table["rows"]}
+    assert set(rows) == {"train.json", "train.json resumed", "train_prior.json", "train_prior.json resumed",
+                         "evaluate", "generate", "inference", "train.json multi-GPU", "train_prior.json multi-GPU",
+                         "export"}
+    assert all(row["ok"] for row in rows.values())
+    assert table["machine"]["device"] == "cpu (GPUs hidden)" and table["machine"]["peak_flops_per_s"]["fp32"] > 0
+    for name in ("train.json", "train_prior.json"):
+        first, resumed = rows[name], rows[f"{name} resumed"]
+        assert first["iterations_per_s"] > 0 and first["validations"] == 1 and first["states_saved"] == 1
+        assert (first["resumed_at_iteration"], first["final_iteration"]) == (0, 2)
+        assert (resumed["resumed_at_iteration"], resumed["final_iteration"], resumed["iterations_run"]) == (2, 4, 2)
+        assert rows[f"{name} multi-GPU"]["final_iteration"] == 2 and rows[f"{name} multi-GPU"]["peak_memory_mb"] > 0
+    inference = rows["inference"]
+    assert inference["cases"] == inference["files_compared"] > 0 and inference["seconds_per_case"] > 0
+    assert inference["max_abs_diff"] == 0  # the "device" is the CPU here: the same result
+    assert inference["flops"] > 0 and 0 < inference["compute_share"] < 2
+    vqvae = rows["export"]["networks"]["network_def"]
+    assert vqvae["torchscript_max_abs_diff"] < 1e-4 and vqvae["onnxruntime_max_abs_diff"] < 1e-3
+    assert vqvae["flops"] > 0 and vqvae["eager_s"] > 0
+    markdown = (tmp_path / f"gpu_check_{bundle}.md").read_text()
+    assert markdown in result.stdout and markdown.count("| pass |") == len(rows)
+    assert (tmp_path / "gpu_check_logs" / bundle / "inference on the CPU.log").is_file()
+
+
+def test_a_failed_step_is_reported_and_what_needs_it_is_skipped(tmp_path, monkeypatch):
+    steps = [Step("broken", "run", ["no_such_config.json"]),
+             Step("after", "run", ["train.json"], needs=("broken",))]
+    monkeypatch.setattr("benchmarks.bundles.hipmri.gpu_steps", lambda quick, work: steps)
+    rows, _ = gpu_check.check_bundle("hipmri_pelvis_vqvae", True, "cpu", tmp_path / "work", tmp_path,
+                                     {"fp32": 1e9})
+    assert not rows[0]["ok"] and "no_such_config.json" in rows[0]["error"]
+    assert rows[1] == {"step": "after", "kind": "run", "configs": ["train.json"], "ok": False,
+                       "error": "skipped: broken failed"}
+
+
+def test_agreement_counts_equal_labels_and_the_largest_float_difference(tmp_path):
+    device, cpu = tmp_path / "device", tmp_path / "cpu"
+    for folder in (device, cpu):
+        folder.mkdir()
+    labels = np.zeros((4, 5, 2), np.uint8)
+    changed = labels.copy()
+    changed[0, 0, 0] = 1
+    for folder, label, image in ((device, labels, np.ones((3, 3, 3), np.float32)),
+                                 (cpu, changed, np.full((3, 3, 3), 1.25, np.float32))):
+        nib.save(nib.Nifti1Image(label, np.eye(4)), folder / "a_pred.nii.gz")
+        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / "a_recon.nii.gz")
+    figures = agreement(device, cpu, ("*_pred.nii.gz", "*_recon.nii.gz"))
+    assert figures == {"files_compared": 2, "min_equal_fraction": pytest.approx(39 / 40), "max_abs_diff": 0.25}
+    assert "no output matches" in agreement(device, cpu, ("*.png",))["agreement_error"]
+    (cpu / "a_pred.nii.gz").unlink()
+    assert "the CPU run wrote no a_pred.nii.gz" in agreement(device, cpu, ("*_pred.nii.gz",))["agreement_error"]

@@ -96,11 +96,11 @@ def _environment(device: str) -> dict[str, str]:
 
 
 def _launch(bundle: str, step: Step, overrides: dict[str, Any], device: str, log: Path,
-            count_flops: bool = False) -> dict[str, Any]:
+            count_flops: bool = False, quick: bool = False) -> dict[str, Any]:
     """Runs ``step`` in its own process (torchrun's for ``torchrun``); its result line, or the failure."""
     kind = {"infer": "run", "torchrun": "train"}.get(step.kind, step.kind)
     spec = {"bundle": bundle, "kind": kind, "configs": step.configs, "run_id": step.run_id,
-            "overrides": overrides, "count_flops": count_flops}
+            "overrides": overrides, "count_flops": count_flops, "quick": quick}
     command = [sys.executable, "-m", "benchmarks.gpu_step", json.dumps(spec)]
     if step.kind == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
@@ -171,11 +171,12 @@ def agreement(device_dir: Path, cpu_dir: Path, patterns: tuple[str, ...]) -> dic
     return figures
 
 
-def run_step(bundle: str, step: Step, device: str, work: Path, logs: Path, peaks: dict[str, float]) -> dict[str, Any]:
+def run_step(bundle: str, step: Step, device: str, logs: Path, peaks: dict[str, float],
+             quick: bool = False) -> dict[str, Any]:
     """One step, with the figures its kind adds: the resumed iteration checked, the CPU agreement of inference, the
     share of the machine's peak of inference and exports."""
     result = _launch(bundle, step, step.overrides, device, logs / f"{step.name}.log",
-                     count_flops=step.kind == "infer")
+                     count_flops=step.kind == "infer", quick=quick)
     if step.kind == "resume" and result.get("ok"):
         if result.get("final_iteration") != step.expect_iteration or not result.get("resumed_at_iteration"):
             result.update(ok=False, error=f"resumed at iteration {result.get('resumed_at_iteration')} and ended at "
@@ -270,7 +271,7 @@ def check_bundle(bundle: str, quick: bool, device: str, work: Path, results_dir:
             result = {"ok": False, "error": f"skipped: {', '.join(missing)} failed"}
         else:
             print(f"[gpu_check] {bundle}: {step.name} ...", flush=True)
-            result = run_step(bundle, step, device, work, logs, peaks)
+            result = run_step(bundle, step, device, logs, peaks, quick)
         if not result.get("ok"):
             failed.add(step.name)
         print(f"[gpu_check] {bundle}: {step.name}: {'pass' if result.get('ok') else 'FAIL ' + result.get('error', '')}",

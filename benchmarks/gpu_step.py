@@ -3,7 +3,7 @@ bundle config stack run as ``monai.bundle run`` runs it, instrumented, or a netw
 
     python -m benchmarks.gpu_step '<json spec>'
 
-The spec is ``{"bundle", "kind", "configs", "run_id", "overrides", "count_flops"}`` (``kind``: ``train``,
+The spec is ``{"bundle", "kind", "configs", "run_id", "overrides", "count_flops", "quick"}`` (``kind``: ``train``,
 ``resume``, ``run`` or ``export``: the inference config's ``export_networks`` with the weights of ``ckpt_dir``). The step prints
 its figures as one line ``GPU_STEP_RESULT {json}`` at the end; an exception fails the step (exit 1) after that line
 has named it.
@@ -160,6 +160,17 @@ def _median_seconds(function, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def _example_shape(data_format: dict, quick: bool) -> tuple[list[int], torch.dtype]:
+    """One input of the metadata's format: the smallest size but one when ``quick``, else the largest whose sides
+    stay within 256 pixels (2D) or 96 voxels (3D), about what the bundle's inference feeds the network."""
+    image = next(iter(data_format["inputs"].values()))
+    dtype = getattr(torch, image.get("dtype", "float32"))
+    sizes = [[int(eval(str(s), {"n": n})) for s in image["spatial_shape"]] for n in range(1, 65)]
+    limit = 256 if len(sizes[0]) == 2 else 96
+    fitting = [size for size in sizes if max(size) <= limit] or sizes[:1]
+    return [1, image["num_channels"], *(sizes[1] if quick else fitting[-1])], dtype
+
+
 def run_export(spec: dict) -> dict[str, Any]:
     """Each network the inference config exports, with its weights from ``ckpt_dir``, as frozen TorchScript on this
     device and under ONNX Runtime (its CPU provider), each against eager PyTorch on one input of the metadata's
@@ -169,7 +180,7 @@ def run_export(spec: dict) -> dict[str, Any]:
     from benchmarks.bundle_config import parse
     from benchmarks.export_rows import to_torchscript
     from shared.inferers.onnx_runtime import OnnxRuntimeModule
-    from shared.publish import _data_format, _fake_inputs
+    from shared.publish import _data_format
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meta = json.loads((REPO / "bundles" / spec["bundle"] / "configs" / "metadata.json").read_text())
@@ -180,9 +191,9 @@ def run_export(spec: dict) -> dict[str, Any]:
                 for net_id, file in parser.get_parsed_content("export_networks").items()}
     networks = {}
     for net_id, weights in exported.items():
-        shapes, dtype = _fake_inputs(_data_format(meta, net_id))
+        shape, dtype = _example_shape(_data_format(meta, net_id), quick=spec.get("quick", False))
         network = _load_network(parser, net_id, Path(weights), device)
-        example = torch.rand(shapes[1], dtype=dtype, device=device)
+        example = torch.rand(shape, dtype=dtype, device=device)
         with torch.inference_mode():
             eager = network(example)
             with FlopCounterMode(display=False) as counter:

@@ -67,6 +67,7 @@ def patched_gpu(monkeypatch) -> dict[str, list]:
     calls: dict[str, list] = {"init_process_group": [], "set_device": []}
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored afterwards
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls["set_device"].append(device))
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.distributed, "init_process_group",
@@ -86,6 +87,8 @@ def test_the_gpu_branch_of_device_amp_and_initialize_resolves(case, patched_gpu)
         assert parser.get_parsed_content("amp") is True
     for i in range(len(parser["initialize"]) if "initialize" in parser else 0):
         parser.get_parsed_content(f"initialize#{i}")
+    if "cudnn_benchmark" in parser:  # inference: cuDNN autotuning where every input has one size
+        assert torch.backends.cudnn.benchmark == (bundle != BRATS)
     if distributed:
         assert patched_gpu["init_process_group"] == [{"backend": "nccl"}]
         assert patched_gpu["set_device"] == [torch.device("cuda", 1)]

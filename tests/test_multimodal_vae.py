@@ -1,21 +1,30 @@
-"""The multimodal VAE, its loss and the VAE batch augmentation."""
+"""The multimodal VAE (``shared.networks.multimodal_vae``), its loss and the VAE batch augmentation, and the I-SPY2
+configs' presets of it."""
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from conftest import ISPY2
 from helpers.bundle_scripts import bundle_module
+from shared.engines.vae_augmentation import VAEBatchAugmentation
+from shared.losses.multimodal_vae import MultimodalVAELoss, gaussian_kl
+from shared.networks.multimodal_vae import MultimodalVAE
 
 networks = bundle_module(ISPY2, "networks")
-MultimodalVAE, gaussian_kl = networks.MultimodalVAE, networks.gaussian_kl
-ispy2_multimodal_vae = networks.ispy2_multimodal_vae
-VAEBatchAugmentation = bundle_module(ISPY2, "vae_augmentation").VAEBatchAugmentation
-MultimodalVAELoss = bundle_module(ISPY2, "vae_loss").MultimodalVAELoss
+
+
+def ispy2_vae(inputs=("t2", "mask"), preset: str = "study") -> MultimodalVAE:
+    """The VAE as I-SPY2's ``train_vae.json`` builds it."""
+    parser = ConfigParser()
+    parser.read_config(str(ISPY2 / "configs" / "train_vae.json"))
+    parser.update({"vae_inputs": list(inputs), "vae_preset": preset})
+    return parser.get_parsed_content("network_def")
 
 
 def test_study_preset_shapes_and_mask_range():
     torch.manual_seed(0)
-    net = ispy2_multimodal_vae()
+    net = ispy2_vae()
     recon, mu, log_sigma, z = net(torch.randn(3, 2, 128, 128))
     assert recon.shape == (3, 2, 128, 128)
     assert mu.shape == log_sigma.shape == z.shape == (3, 32, 4, 4)
@@ -45,7 +54,7 @@ def test_gaussian_kl_values():
 
 def test_reparameterisation_uses_noise_and_eval_mean_is_deterministic():
     torch.manual_seed(0)
-    net = ispy2_multimodal_vae()
+    net = ispy2_vae()
     x = torch.randn(2, 2, 128, 128)
     net.train()
     _, mu, log_sigma, z1 = net(x)
@@ -75,7 +84,7 @@ def test_vae_loss_terms():
 
 def test_vae_augmentation_appends_the_configured_fraction():
     torch.manual_seed(0)
-    aug = VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=0.2, latent_noise_std=0.5)
+    aug = VAEBatchAugmentation(ispy2_vae(), fraction=0.2, latent_noise_std=0.5)
     images, labels = torch.randn(10, 1, 128, 128), (torch.rand(10, 1, 128, 128) > 0.5).float()
     out_images, out_labels = aug({"image": images, "label": labels})  # the trainer's prepare_batch
     out = {"image": out_images, "label": out_labels}
@@ -86,12 +95,12 @@ def test_vae_augmentation_appends_the_configured_fraction():
     small_images, _ = aug({"image": images[:2], "label": labels[:2]})
     assert small_images.shape[0] == 3  # at least one generated pair
     with pytest.raises(ValueError):
-        VAEBatchAugmentation(ispy2_multimodal_vae(), fraction=1.5)
+        VAEBatchAugmentation(ispy2_vae(), fraction=1.5)
 
 
 def test_single_modality_vae_augments_with_the_sources_masks():
     torch.manual_seed(0)
-    t2_only = VAEBatchAugmentation(networks.multimodal_vae(["t2"]), fraction=0.5)
+    t2_only = VAEBatchAugmentation(ispy2_vae(["t2"]), fraction=0.5)
     images, labels = torch.randn(4, 1, 64, 64), (torch.rand(4, 1, 64, 64) > 0.5).float()
     out_images, out_labels = t2_only({"image": images, "label": labels})
     assert out_images.shape == out_labels.shape == (6, 1, 64, 64)
@@ -102,7 +111,7 @@ def test_single_modality_vae_augments_with_the_sources_masks():
 
 
 def test_fine_preset_keeps_a_finer_latent_grid_with_a_similar_parameter_count():
-    study, fine = networks.multimodal_vae(("t2", "mask")), networks.multimodal_vae(("t2", "mask"), preset="fine")
+    study, fine = ispy2_vae(), ispy2_vae(preset="fine")
     x = torch.randn(2, 2, 128, 128)
     with torch.no_grad():
         out_study, mu_study, _, _ = study.eval()(x)
@@ -112,5 +121,5 @@ def test_fine_preset_keeps_a_finer_latent_grid_with_a_similar_parameter_count():
     count = [sum(p.numel() for p in n.parameters()) for n in (study, fine)]
     assert 0.5 < count[1] / count[0] < 1.5
     assert networks.vae_checkpoint_name(["t2", "mask"], "fine") == "vae_t2_mask_fine.pt"
-    with pytest.raises(ValueError, match="unknown VAE preset"):
-        networks.multimodal_vae(("t2",), preset="huge")
+    with pytest.raises(RuntimeError, match="vae_presets"):
+        ispy2_vae(preset="huge")

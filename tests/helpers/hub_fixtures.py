@@ -98,12 +98,13 @@ def published(trained, hub, tmp_path_factory) -> Path:
 def published_ispy2(hub, tmp_path_factory) -> Path:
     """The I-SPY2 bundle with freshly initialised weights (publishing checks formats, not quality), pushed."""
     from conftest import ISPY2
-    from helpers.bundle_scripts import bundle_module
     from monai.networks.nets import BasicUNet
+
+    from shared.networks.multimodal_vae import MultimodalVAE
 
     tmp = tmp_path_factory.mktemp("publish_ispy2")
     unet = BasicUNet(2, 1, 1, features=(8, 16, 32, 64, 128, 8), norm="batch", act="relu")
-    vae = bundle_module(ISPY2, "networks").ispy2_multimodal_vae()
+    vae = MultimodalVAE(2, (1, 1), ("linear", "sigmoid"), encoder_channels=(8, 16), latent_channels=32)
     source = bundle_copy(ISPY2, tmp / ISPY2.name, {"models/model.pt": unet.state_dict(),
                                                    "models/vae_t2_mask.pt": vae.state_dict()})
     result = publish(source, hub, tmp, "--public", token=hub.token)

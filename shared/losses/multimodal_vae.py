@@ -1,4 +1,5 @@
-"""The multimodal VAE objective: reconstruction per output group plus the Gaussian KL."""
+"""The multimodal VAE objective (``shared.networks.multimodal_vae``): reconstruction per output group plus the
+Gaussian KL."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import torch
 from monai.losses import DiceLoss
 from torch import nn
 
-from .networks import gaussian_kl
+__all__ = ["MultimodalVAELoss", "gaussian_kl"]
 
-__all__ = ["MultimodalVAELoss"]
+
+def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent elements, averaged over the batch.
+
+    ``0.5 * sum(mu^2 + sigma^2 - 1 - 2 log sigma)``; it is 0 exactly when mu = 0 and log sigma = 0.
+    """
+    kl = 0.5 * (mu.pow(2) + torch.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma)
+    return kl.flatten(1).sum(1).mean()
 
 
 class MultimodalVAELoss(nn.Module):

@@ -1,53 +1,35 @@
-"""The study's slice preparation, and what inference and metrics need around it."""
+"""The HipMRI study's own transforms: its slices stored as one-slice volumes, and its metrics' intensity range. The
+slice preparation itself is a list of transforms in `train.json` (`train#preprocessing`)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import (
-    CopyItemsd,
-    EnsureTyped,
-    LoadImaged,
-    MapTransform,
-    NormalizeIntensityd,
-    Resized,
-    Transform,
-)
+from monai.transforms import MapTransform, Transform
 
-from shared.transforms.validation import CheckImageContentd
-
-__all__ = ["hipmri_slice_transforms", "DropTrailingSliced", "RescaleToTargetRanged"]
+__all__ = ["DropTrailingSlice", "DropTrailingSliced", "RescaleToTargetRanged"]
 
 
-def hipmri_slice_transforms(
-    keys: KeysCollection = "image", image_size: Sequence[int] = (256, 128), target_key: str | None = None
-) -> list[Transform]:
-    """Load a 2D slice (channel first), refuse NaN / infinite voxels or a blank slice, resize it to ``image_size``
-    with anti-aliasing (a no-op for the study's 256x128 slices; the study resized the others the same way) and
-    normalise it to zero mean and unit variance, as the study did per image. ``target_key`` gets a copy: the
-    reconstruction target."""
-    copy = [CopyItemsd(keys, names=target_key)] if target_key else []
-    return [
-        LoadImaged(keys, reader="NibabelReader", image_only=True, ensure_channel_first=True),
-        DropTrailingSliced(keys),
-        CheckImageContentd(keys),
-        Resized(keys, spatial_size=image_size, mode="bilinear", anti_aliasing=True),
-        NormalizeIntensityd(keys),
-        EnsureTyped(keys, dtype="float32", track_meta=False),
-        *copy,
-    ]
+class DropTrailingSlice(Transform):
+    """A 2D slice stored as a one-slice volume, (C, X, Y, 1) -> (C, X, Y); other images unchanged."""
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image[..., 0] if image.ndim == 4 and image.shape[-1] == 1 else image
 
 
 class DropTrailingSliced(MapTransform):
-    """(1, X, Y, 1) slices stored as one-slice volumes -> (1, X, Y)."""
+    """Dictionary-based :class:`DropTrailingSlice`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.drop = DropTrailingSlice()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            if d[key].ndim == 4 and d[key].shape[-1] == 1:
-                d[key] = d[key][..., 0]
+            d[key] = self.drop(d[key])
         return d
 
 

@@ -23,7 +23,6 @@ layout = bundle_module(ISPY2, "layout")
 build_ispy2_datalist, discover_patients, load_study_pickles = (
     layout.build_ispy2_datalist, layout.discover_patients, layout.load_study_pickles)
 TumourSliceDataset = bundle_module(ISPY2, "datasets").TumourSliceDataset
-ispy2_volume_transforms = bundle_module(ISPY2, "transforms").ispy2_volume_transforms
 
 pytestmark = pytest.mark.slow
 BUNDLE = ISPY2
@@ -208,17 +207,20 @@ def test_bad_inputs_are_clear_errors(breast_demo, tmp_path):
     assert "shape_mask.nii.gz: shape (10, 10, 10) differs from t2" in errors["shape"]
     assert "text_mask.nii.gz: not a readable NIfTI file" in errors["text"]
     assert [p["case"] for p in valid] == ["empty", "good"]
+    from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
+    parser = ConfigParser()  # the volume pipeline of train.json
+    parser.read_config(str(ISPY2 / "configs" / "train.json"))
+    parser["pixdim"] = [1.4, 1.4, 3.0]
+    volume = Compose(parser.get_parsed_content("volume_transforms"))
     # an empty mask is unusable for training: that patient is set aside with the reason, the others go on
-    dataset = TumourSliceDataset(valid, None, Compose(ispy2_volume_transforms(["t2", "mask"], (1.4, 1.4, 3.0))),
-                                 num_workers=0)
+    dataset = TumourSliceDataset(valid, None, volume, num_workers=0)
     assert [r["case"] for r in dataset.set_aside] == ["empty"]
     assert "empty_mask.nii.gz: the tumour mask is empty" in dataset.set_aside[0]["error"]
     assert {dataset[i]["case"] for i in range(len(dataset))} == {"good"}
     with pytest.raises(ValueError, match="empty_mask.nii.gz: the tumour mask is empty"):
-        TumourSliceDataset(valid[:1], None, Compose(ispy2_volume_transforms(["t2", "mask"], (1.4, 1.4, 3.0))),
-                           num_workers=0)
+        TumourSliceDataset(valid[:1], None, volume, num_workers=0)
 
 
 def test_metadata_is_valid_against_the_schema(tmp_path):

@@ -1,5 +1,6 @@
-"""The study's HoVer-Net half: PanNuke datalist, HoVer-Net (fast) pipelines, the two-stage network, and the
-evaluation by panoptic quality, Dice and centroid-matching F1.
+"""The study's HoVer-Net half: PanNuke datalist, the transforms its pipelines need beyond MONAI's (the pipelines
+themselves are transform lists in ``train_hovernet.json``), the two-stage network, and the evaluation by panoptic
+quality, Dice and centroid-matching F1.
 
 The scheme is the MONAI model zoo's ``pathology_nuclei_segmentation_classification`` bundle's: fast mode (256x256
 input, 164x164 output), labels centre-cropped to the output, ``HoVerNetLoss``, stage 0 with the encoder frozen and
@@ -19,36 +20,19 @@ from monai.config import KeysCollection
 from monai.metrics import PanopticQualityMetric
 from monai.metrics.panoptic_quality import compute_panoptic_quality
 from monai.networks.nets import HoVerNet
-from monai.transforms import (
-    AsDiscreted,
-    CastToTyped,
-    CenterSpatialCropd,
-    ComputeHoVerMapsd,
-    EnsureChannelFirstd,
-    MapTransform,
-    MedianSmoothd,
-    OneOf,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    RandGaussianSmoothd,
-    RandomizableTransform,
-    ScaleIntensityRanged,
-    Transform,
-)
+from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from shared.data.integrity import verify_sha256
 from shared.data.splits import write_datalist
 from shared.metrics.epoch_report import EpochReport
-from shared.transforms.validation import CheckImageContentd
 
 from .layout import NUCLEUS_TYPES, pannuke_datalist
 
 __all__ = [
     "NUM_CLASSES", "PATCH_SIZE", "OUT_SIZE", "MATCH_RADIUS", "build_pannuke_datalist", "RandColorJitterd",
-    "NucleiMaskd", "hovernet_transforms", "hovernet_fast", "hovernet_for_stage", "nuclei_centroids",
+    "NucleiMaskd", "hovernet_fast", "hovernet_for_stage", "nuclei_centroids",
     "match_centroids", "detection_counts", "NucleiReport",
 ]
 
@@ -56,7 +40,6 @@ logger = logging.getLogger(__name__)
 NUM_CLASSES = len(NUCLEUS_TYPES) + 1  # PanNuke's five types and the background
 PATCH_SIZE, OUT_SIZE = 256, 164  # HoVer-Net fast mode: a 256x256 input gives the central 164x164
 MATCH_RADIUS = 12.0  # pixels: a predicted centroid this close to a true one can match it (EndoNuke's protocol)
-IMAGE_AND_LABELS = ("image", "label_inst", "label_type")
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -141,54 +124,6 @@ class NucleiMaskd(MapTransform):
         for key in self.key_iterator(d):
             d[self.output_key] = (d[key] > 0).to(torch.uint8) if isinstance(d[key], torch.Tensor) else d[key] > 0
         return d
-
-
-def hovernet_transforms(augment: bool = False, labels: str = "patch", patch_size: int = PATCH_SIZE,
-                        out_size: int = OUT_SIZE, num_classes: int = NUM_CLASSES) -> list[Transform]:
-    """The HoVer-Net pipeline of a PanNuke item (``image`` HxWx3 uint8, ``label_inst``, ``label_type`` HxW).
-
-    Deterministic first (what a cache keeps): channel first, a content check of the image (a blank tile is set
-    aside), the image scaled from 0..255 to [0, 1]. With ``augment`` (training), as the zoo bundle: a random affine
-    (rotation, scale, shear, shift), flips on both axes, one of Gaussian blur / median filter / Gaussian noise, and
-    colour jitter. Then the labels:
-
-    - ``"patch"`` (training, validation): the image centre-cropped to ``patch_size``; ``hover_label_inst`` (the
-      horizontal / vertical maps of ``ComputeHoVerMapsd``), ``label`` (nuclei mask, 2-channel one-hot) and
-      ``label_type`` (``num_classes``-channel one-hot) centre-cropped to the network's ``out_size`` output, as the
-      zoo bundle does; ``label_inst`` cropped too.
-    - ``"tile"`` (evaluation of whole tiles): ``label_inst`` and ``label_type`` kept whole as int32 maps.
-    """
-    if labels not in ("patch", "tile"):
-        raise ValueError(f"labels must be 'patch' or 'tile'; got {labels!r}.")
-    inputs: list[Transform] = [
-        EnsureChannelFirstd("image", channel_dim=-1),
-        EnsureChannelFirstd(["label_inst", "label_type"], channel_dim="no_channel"),
-        CheckImageContentd("image"),
-        ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
-    ]
-    augmentation: list[Transform] = [
-        RandAffined(IMAGE_AND_LABELS, prob=1.0, rotate_range=[math.pi], scale_range=[(-0.2, 0.2), (-0.2, 0.2)],
-                    shear_range=[(-0.05, 0.05), (-0.05, 0.05)], translate_range=[(-6, 6), (-6, 6)],
-                    padding_mode="zeros", mode=("bilinear", "nearest", "nearest")),
-        RandFlipd(IMAGE_AND_LABELS, prob=0.5, spatial_axis=0),
-        RandFlipd(IMAGE_AND_LABELS, prob=0.5, spatial_axis=1),
-        OneOf([RandGaussianSmoothd("image", sigma_x=(0.1, 1.1), sigma_y=(0.1, 1.1), prob=1.0),
-               MedianSmoothd("image", radius=1),
-               RandGaussianNoised("image", prob=1.0, std=0.05)]),
-        RandColorJitterd("image"),
-    ] if augment else []
-    if labels == "tile":
-        return [*inputs, CastToTyped(["label_inst", "label_type"], dtype=torch.int32)]
-    targets: list[Transform] = [
-        CenterSpatialCropd("image", roi_size=(patch_size, patch_size)),
-        CastToTyped(["label_inst", "label_type"], dtype=torch.int32),
-        ComputeHoVerMapsd("label_inst"),
-        NucleiMaskd("label_inst", output_key="label"),
-        CenterSpatialCropd(["label", "hover_label_inst", "label_inst", "label_type"], roi_size=(out_size, out_size)),
-        AsDiscreted(["label", "label_type"], to_onehot=[2, num_classes]),
-        CastToTyped(["image", "label", "label_inst", "label_type", "hover_label_inst"], dtype=torch.float32),
-    ]
-    return [*inputs, *augmentation, *targets]
 
 
 # --- network ------------------------------------------------------------------------------------------------------

@@ -85,6 +85,8 @@ def test_the_gpu_branch_of_device_amp_and_initialize_resolves(case, patched_gpu)
         assert device == torch.device("cuda", 1 if distributed else 0)
     if "amp" in parser:
         assert parser.get_parsed_content("amp") is True
+    if "is_not_rank0" in parser:  # no process group yet: the first and only process writes
+        assert parser.get_parsed_content("is_not_rank0") is False
     for i in range(len(parser["initialize"]) if "initialize" in parser else 0):
         parser.get_parsed_content(f"initialize#{i}")
     if "cudnn_benchmark" in parser:  # inference: cuDNN autotuning where every input has one size

@@ -24,11 +24,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-__all__ = ["release_process_group", "communication_threads"]
+__all__ = ["communication_threads", "is_not_rank0", "release_process_group"]
 
 logger = logging.getLogger(__name__)
 # what a DistributedDataParallel wrapper holds the process group by (torch 2.13)
 _GROUP_HOLDERS = ("reducer", "logger", "process_group")
+
+
+def is_not_rank0() -> bool:
+    """True in every process of a multi-process run but the first: the configs disable the handlers that only write
+    (stats, TensorBoard, progress bar, best weights) with ``"_disabled_": "@is_not_rank0"``."""
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
 
 
 def communication_threads() -> list[str]:

@@ -74,9 +74,10 @@ def train_and_resume(name: str, configs: list[str], overrides: dict[str, Any], i
 
 
 def torchrun_step(name: str, configs: list[str], overrides: dict[str, Any], iterations: int,
-                  needs: tuple[str, ...] = ()) -> Step:
-    """The multi-GPU stack of a train config (``configs`` + the shared multi-GPU config first, then any variant)."""
-    stack = [configs[0], MULTI_GPU, *configs[1:]]
+                  needs: tuple[str, ...] = (), variant: tuple[str, ...] = ()) -> Step:
+    """The multi-GPU stack of a train stack: ``configs``, the shared multi-GPU config, then the bundle's ``variant``
+    of it, if any."""
+    stack = [*configs, MULTI_GPU, *variant]
     run = {**overrides, "train#trainer#epoch_length": iterations, "train#trainer#max_epochs": 1, "val_interval": 1}
     return Step(name, "torchrun", stack, run, "training", needs)
 

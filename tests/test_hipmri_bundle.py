@@ -191,10 +191,11 @@ def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(traine
     assert np.allclose(onnx.get_fdata(), recon.get_fdata(), atol=1e-4 * recon.get_fdata().std())
     assert np.allclose(onnx.affine, recon.affine)
     prior = {**work, "output_dir": str(tmp_path / "eval")}
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_prior.json"), *overrides(prior)], cwd=tmp_path)
+    run_bundle(["run", "training", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_prior.json'}']",
+                *overrides(prior)], cwd=tmp_path)
     assert (Path(work["ckpt_dir"]) / "prior.pt").is_file()
     out = tmp_path / "generated"
-    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train_prior.json'}','{CONFIGS / 'generate.json'}']",
+    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_prior.json'}','{CONFIGS / 'generate.json'}']",
                 *overrides({**prior, "generated_dir": str(out), "num_samples": "3"})], cwd=tmp_path)
     for i in range(3):
         sample = nib.load(out / f"sample_{i:03d}.nii.gz").get_fdata()

@@ -124,8 +124,9 @@ def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri
     _run([configs / "inference.json"], {"dataset_dir": str(hipmri_demo / "keras_slices_validate"),
                                         "output_dir": str(tmp_path / "out"), "image_size": TINY_HIPMRI["image_size"]}, cwd)
     assert len(list((tmp_path / "out").glob("*_recon.nii.gz"))) == 48
-    _run([configs / "train_prior.json"], work, cwd, run_id="training")
-    _run([configs / "train_prior.json", configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
+    prior = [configs / "train.json", configs / "train_prior.json"]
+    _run(prior, work, cwd, run_id="training")
+    _run([*prior, configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
     assert (tmp_path / "eval" / "generated" / "sample_001.nii.gz").is_file()
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
          run_id="training", torchrun=True)

@@ -1,4 +1,4 @@
-"""HipMRI: training rows of the VQ-VAE (``train.json``) and of the prior (``train_prior.json``); reconstruction of
+"""HipMRI: training rows of the VQ-VAE (``train.json``) and of the prior (``train_prior.json`` on it); reconstruction of
 a test set's slices by ``inference.json``'s inferer against the study's per-slice loop; the VQ-VAE exported."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     # the prior trains on the codes of a VQ-VAE: a freshly initialised one costs the same time as a trained one
     vqvae = parse(NAME, ["train.json"], _overrides(quick, workdir)).get_parsed_content("network_def")
     save_with_sha256(vqvae.state_dict(), workdir / "models" / "model.pt")
-    result += training_rows(parse(NAME, ["train_prior.json"], _overrides(quick, workdir)), "train_prior.json (prior)",
+    result += training_rows(parse(NAME, ["train.json", "train_prior.json"], _overrides(quick, workdir)), "train_prior.json (prior)",
                             iterations, repeats)
     inference = parse(NAME, ["inference.json"], _overrides(quick, workdir))
     size = inference.get_parsed_content("image_size")
@@ -79,17 +79,17 @@ def gpu_steps(quick: bool, work: Path) -> list[Step]:
     common = {**demo, "ckpt_dir": models, "output_dir": str(work / "eval")}
     iterations = 2 if quick else 20
     steps = train_and_resume("train.json", ["train.json"], common, iterations)
-    steps += train_and_resume("train_prior.json", ["train_prior.json"], common, iterations, needs=("train.json",))
+    steps += train_and_resume("train_prior.json", ["train.json", "train_prior.json"], common, iterations, needs=("train.json",))
     steps += [
         Step("evaluate", "run", ["train.json", "evaluate.json"], common, needs=("train.json",)),
-        Step("generate", "run", ["train_prior.json", "generate.json"], {**common, "num_samples": 4 if quick else 16},
+        Step("generate", "run", ["train.json", "train_prior.json", "generate.json"], {**common, "num_samples": 4 if quick else 16},
              needs=("train_prior.json",)),
         Step("inference", "infer", ["inference.json"], {**demo, "ckpt_dir": models, "output_dir": str(work / "out")},
              needs=("train.json",), outputs=("*_recon.nii.gz",)),
         # the multi-GPU runs keep their training states apart from the single-process runs'
         torchrun_step("train.json multi-GPU", ["train.json"],
                       {**common, "training_state#dir": str(work / "ddp_state")}, iterations, needs=("train.json",)),
-        torchrun_step("train_prior.json multi-GPU", ["train_prior.json"],
+        torchrun_step("train_prior.json multi-GPU", ["train.json", "train_prior.json"],
                       {**common, "training_state#dir": str(work / "ddp_state_prior")}, iterations,
                       needs=("train.json",)),
         Step("export", "export", ["inference.json"], {**demo, "ckpt_dir": models}, needs=("train.json",)),

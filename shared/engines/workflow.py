@@ -58,17 +58,20 @@ def bundle_root() -> str:
     return os.getcwd()
 
 
-def require_stacked_on(base: str, config: str, ids: Sequence[str]) -> None:
+def require_stacked_on(base: str | Sequence[str], config: str, ids: Sequence[str]) -> None:
     """Stop with a message that says how to run ``config`` when the running workflow lacks the ``ids`` that
-    ``base`` defines, i.e. when the stacked config ``config`` is run on its own. Silent outside a workflow."""
+    ``base`` (one config, or a stack of them) defines, i.e. when the stacked config ``config`` is run on its own.
+    Silent outside a workflow."""
     workflow = _running_workflow()
     if workflow is None:
         return
     missing = [i for i in ids if i not in workflow.parser]
     if missing:
+        bases = [base] if isinstance(base, str) else list(base)
         root = _root_of_config(Path(vars(workflow)["config_root_path"]) / "config.json")
         configs = os.path.join(root, "configs")
+        stack = ",".join(f"'{os.path.join(configs, c)}'" for c in [*bases, config])
         raise ValueError(
-            f"{config} is stacked on {base} (it uses {missing} from it): run both, e.g. "
-            f"--config_file \"['{os.path.join(configs, base)}','{os.path.join(configs, config)}']\""
+            f"{config} is stacked on {' + '.join(bases)} (it uses {missing} from it): run them together, e.g. "
+            f"--config_file \"[{stack}]\""
         )

@@ -18,8 +18,8 @@ CYCLEGAN_DDP = "multi_gpu_train_cyclegan.json"
 STACKS: dict[Path, list[tuple[str | Path, ...]]] = {
     BRATS: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "evaluate.json"), ("inference.json",)],
     ISPY2: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "study_unet.json"),
-            ("train.json", "study_unet.json", MULTI_GPU), ("train_vae.json",), ("train_vae.json", MULTI_GPU),
-            ("train.json", "evaluate.json"), ("train_vae.json", "generate.json"), ("compare.json",),
+            ("train.json", "study_unet.json", MULTI_GPU), ("train.json", "train_vae.json"), ("train.json", "train_vae.json", MULTI_GPU),
+            ("train.json", "evaluate.json"), ("train.json", "train_vae.json", "generate.json"), ("compare.json",),
             ("crossval.json",), ("inference.json",)],
     HIPMRI: [("train.json",), ("train.json", MULTI_GPU), ("train.json", "train_prior.json"),
              ("train.json", "train_prior.json", MULTI_GPU), ("train.json", "evaluate.json"),

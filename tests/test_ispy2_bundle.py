@@ -27,6 +27,7 @@ TumourSliceDataset = bundle_module(ISPY2, "datasets").TumourSliceDataset
 pytestmark = pytest.mark.slow
 BUNDLE = ISPY2
 CONFIGS = BUNDLE / "configs"
+VAE = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_vae.json'}']"  # the VAE's training, stacked on the U-Net's
 TINY = TINY_ISPY2
 
 
@@ -38,7 +39,7 @@ def work(breast_demo, tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def vae(work, tmp_path_factory) -> Path:
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_vae.json"), *overrides(work)],
+    run_bundle(["run", "training", "--config_file", VAE, *overrides(work)],
                cwd=tmp_path_factory.mktemp("elsewhere"))
     return Path(work["ckpt_dir"]) / "vae_t2_mask.pt"
 
@@ -56,7 +57,8 @@ def test_demo_layout(breast_demo):
 def test_vae_then_generate(vae, work, tmp_path):
     assert vae.is_file()
     out = tmp_path / "generated"
-    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train_vae.json'}','{CONFIGS / 'generate.json'}']",
+    generate = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_vae.json'}','{CONFIGS / 'generate.json'}']"
+    run_bundle(["run", "--config_file", generate,
                 *overrides({**work, "generated_dir": str(out), "num_samples": "4"})], cwd=tmp_path)
     for i in range(4):
         t2 = nib.load(out / f"synthetic_{i:03d}_t2.nii.gz").get_fdata()
@@ -69,7 +71,7 @@ def test_vae_then_generate(vae, work, tmp_path):
 
 def test_single_modality_vae(work, tmp_path):
     args = {**work, "vae_inputs": "['t2']", "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path)}
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_vae.json"), *overrides(args)], cwd=tmp_path)
+    run_bundle(["run", "training", "--config_file", VAE, *overrides(args)], cwd=tmp_path)
     import torch
 
     state = torch.load(tmp_path / "models" / "vae_t2.pt")
@@ -188,7 +190,7 @@ def test_pickle_loader_and_training_from_pickles(tmp_path):
     assert json.loads((tmp_path / "dl.json").read_text())["test"] == sorted(patients["test"])
     args = {**TINY, "pickles": repr(paths), "dataset_dir": str(tmp_path), "ckpt_dir": str(tmp_path / "m"),
             "output_dir": str(tmp_path / "e"), "split#val_fraction": "0.25"}
-    run_bundle(["run", "training", "--config_file", str(CONFIGS / "train_vae.json"), *overrides(args)], cwd=tmp_path)
+    run_bundle(["run", "training", "--config_file", VAE, *overrides(args)], cwd=tmp_path)
     assert (tmp_path / "m" / "vae_t2_mask.pt").is_file()
 
 

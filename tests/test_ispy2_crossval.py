@@ -61,7 +61,7 @@ def crossval(breast_demo, tmp_path_factory) -> tuple[Path, list[str]]:
     args = ["run", "--config_file", str(CONFIGS / "crossval.json"), "--output_dir", str(out), "--folds", "2",
             "--overrides", repr(inner), "--variants", repr({
                 "without_vae": {"augment_with_vae": False},
-                "with_vae": {"augment_with_vae": True, "pretrain_configs": [str(CONFIGS / "train_vae.json")]}})]
+                "with_vae": {"augment_with_vae": True, "pretrain_configs": [[str(CONFIGS / "train.json"), str(CONFIGS / "train_vae.json")]]}})]
     first = run_bundle([*args, "--workers", "2"], cwd=out).stdout
     second = run_bundle(args, cwd=out).stdout
     return out, [first, second]

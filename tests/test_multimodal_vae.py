@@ -15,9 +15,9 @@ networks = bundle_module(ISPY2, "networks")
 
 
 def ispy2_vae(inputs=("t2", "mask"), preset: str = "study") -> MultimodalVAE:
-    """The VAE as I-SPY2's ``train_vae.json`` builds it."""
+    """The VAE as I-SPY2's configs build it (``vae_def`` of ``train.json``, trained by ``train_vae.json``)."""
     parser = ConfigParser()
-    parser.read_config(str(ISPY2 / "configs" / "train_vae.json"))
+    parser.read_config([str(ISPY2 / "configs" / "train.json"), str(ISPY2 / "configs" / "train_vae.json")])
     parser.update({"vae_inputs": list(inputs), "vae_preset": preset})
     return parser.get_parsed_content("network_def")
 

@@ -89,8 +89,9 @@ def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_d
     cwd.mkdir()
     work = {**TINY_ISPY2, "demo#dir": str(breast_demo), "ckpt_dir": str(tmp_path / "models"),
             "output_dir": str(tmp_path / "eval")}
-    _run([configs / "train_vae.json"], work, cwd, run_id="training")
-    _run([configs / "train_vae.json", configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
+    vae = [configs / "train.json", configs / "train_vae.json"]
+    _run(vae, work, cwd, run_id="training")
+    _run([*vae, configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
     assert (tmp_path / "eval" / "generated" / "grid_preview.png").is_file()
     log = _run([configs / "train.json"], {**work, "augment_with_vae": "True"}, cwd, run_id="training")
     assert "VAE augmentation: 20% of each batch" in log

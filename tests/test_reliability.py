@@ -37,7 +37,7 @@ def test_killed_training_resumes_to_the_iterations_of_an_uninterrupted_run(breas
     """SIGKILL in the middle of the I-SPY2 VAE's training, then --resume_checkpoint latest."""
     base = {**TINY_ISPY2, "demo#dir": str(breast_demo), "train#trainer#max_epochs": "12",
             "training_state#every_iterations": "2"}
-    config = ["--config_file", str(ISPY2 / "configs" / "train_vae.json")]
+    config = ["--config_file", f"['{ISPY2 / 'configs' / 'train.json'}','{ISPY2 / 'configs' / 'train_vae.json'}']"]
     whole = {**base, "ckpt_dir": str(tmp_path / "whole"), "output_dir": str(tmp_path / "whole_eval")}
     run_bundle(["run", "training", *config, *overrides(whole)], cwd=tmp_path)
     expected = _final_trainer_state(tmp_path / "whole" / "training_state_vae_t2_mask")
@@ -135,7 +135,7 @@ def test_ispy2_training_sets_aside_an_unusable_patient(breast_demo, tmp_path):
     demo = shutil.copytree(breast_demo, tmp_path / "data")
     args = {**TINY_ISPY2, "dataset_dir": str(demo), "ckpt_dir": str(tmp_path / "models"),
             "output_dir": str(tmp_path / "eval")}
-    config = ["--config_file", str(ISPY2 / "configs" / "train_vae.json")]
+    config = ["--config_file", f"['{ISPY2 / 'configs' / 'train.json'}','{ISPY2 / 'configs' / 'train_vae.json'}']"]
     layout = bundle_module(ISPY2, "layout")
     split = layout.build_ispy2_datalist(str(demo), str(tmp_path / "dl.json"), 0.2, 0.0)
     patient = split["training"][0]["case"]
@@ -259,7 +259,8 @@ def test_misuse_gets_a_message_that_says_what_to_do(breast_demo, tmp_path):
     no_vae = run_bundle(["run", "training", "--config_file", str(configs / "train.json"), *overrides(args)],
                         cwd=tmp_path, check=False)
     assert no_vae.returncode != 0
-    assert "vae_t2_mask.pt does not exist. Train the bundle first (configs/train_vae.json" in no_vae.stdout
+    assert "vae_t2_mask.pt does not exist. Train the bundle first (configs/train.json + configs/train_vae.json" in \
+        no_vae.stdout
     alone = run_bundle(["run", "--config_file", str(configs / "generate.json")], cwd=tmp_path, check=False)
-    assert alone.returncode != 0 and "generate.json is stacked on train_vae.json" in alone.stdout
-    assert f"'{configs / 'train_vae.json'}','{configs / 'generate.json'}'" in alone.stdout
+    assert alone.returncode != 0 and "generate.json is stacked on train.json + train_vae.json" in alone.stdout
+    assert f"'{configs / 'train.json'}','{configs / 'train_vae.json'}','{configs / 'generate.json'}'" in alone.stdout

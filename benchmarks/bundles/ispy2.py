@@ -1,4 +1,4 @@
-"""I-SPY2: training rows of the U-Net (``train.json``) and of the multimodal VAE (``train_vae.json``); whole-volume
+"""I-SPY2: training rows of the U-Net (``train.json``) and of the multimodal VAE (``train_vae.json`` on it); whole-volume
 inference of ``inference.json``'s slice inferer against the study's per-slice loop; both networks exported."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     iterations = 2 if quick else 10
     result = training_rows(parse(NAME, ["train.json"], _overrides(quick, workdir)), "train.json (U-Net)",
                            iterations, repeats)
-    result += training_rows(parse(NAME, ["train_vae.json"], _overrides(quick, workdir)), "train_vae.json (VAE)",
+    result += training_rows(parse(NAME, ["train.json", "train_vae.json"], _overrides(quick, workdir)), "train_vae.json (VAE)",
                             iterations, repeats)
     inference = parse(NAME, ["inference.json"], _overrides(quick, workdir))
     size = inference.get_parsed_content("image_size")
@@ -80,15 +80,15 @@ def gpu_steps(quick: bool, work: Path) -> list[Step]:
     inference = {k: v for k, v in common.items() if k in QUICK or k in ("ckpt_dir", "demo#dir")}
     augmented = {**common, "augment_with_vae": True}
     return [
-        *train_and_resume("train_vae.json", ["train_vae.json"], common, iterations),
-        Step("generate", "run", ["train_vae.json", "generate.json"], {**common, "num_samples": 4},
+        *train_and_resume("train_vae.json", ["train.json", "train_vae.json"], common, iterations),
+        Step("generate", "run", ["train.json", "train_vae.json", "generate.json"], {**common, "num_samples": 4},
              needs=("train_vae.json",)),
         *train_and_resume("train.json (VAE augmentation)", ["train.json"], augmented, iterations,
                           needs=("train_vae.json",)),
         Step("evaluate", "run", ["train.json", "evaluate.json"], common, needs=("train.json (VAE augmentation)",)),
         Step("inference", "infer", ["inference.json"], {**inference, "output_dir": str(work / "out")},
              needs=("train.json (VAE augmentation)",), outputs=("*_mask.nii.gz",)),
-        torchrun_step("train_vae.json multi-GPU", ["train_vae.json"],
+        torchrun_step("train_vae.json multi-GPU", ["train.json", "train_vae.json"],
                       {**common, "training_state#dir": str(work / "ddp_state_vae")}, iterations,
                       needs=("train_vae.json",)),
         torchrun_step("train.json multi-GPU", ["train.json"],

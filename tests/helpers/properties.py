@@ -28,11 +28,12 @@ for config, workflow_type, overrides in checks:
 """
 
 
-def check_properties_of(bundle: Path, checks: Sequence[tuple[Path, str, dict]], meta_file: Path | None = None
-                        ) -> subprocess.CompletedProcess:
-    """Check each ``(config, workflow_type, overrides)`` of one bundle in one process; its stdout holds a line
-    ``<config> missing: [...]`` for each."""
-    checks = [(str(config), workflow_type, overrides) for config, workflow_type, overrides in checks]
+def check_properties_of(bundle: Path, checks: Sequence[tuple[Path | Sequence[Path], str, dict]],
+                        meta_file: Path | None = None) -> subprocess.CompletedProcess:
+    """Check each ``(config or stack of configs, workflow_type, overrides)`` of one bundle in one process; its stdout
+    holds a line ``<config> missing: [...]`` for each."""
+    checks = [([str(c) for c in config] if isinstance(config, (list, tuple)) else str(config), workflow_type, overrides)
+              for config, workflow_type, overrides in checks]
     return subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), repr(checks), str(meta_file or "")],
                           capture_output=True, text=True, timeout=600)
 

@@ -38,8 +38,8 @@ def run_fold(
     threads: int | None = None,
 ) -> dict:
     """Fold ``fold`` of variant ``name`` in ``<output_dir>/fold_<fold>/<name>``: the variant's ``pretrain_configs``
-    (e.g. the VAE's ``train_vae.json``) trained first on the same fold, then ``train_config`` (a file, or files to
-    stack, e.g. with ``study_unet.json``) trained and evaluated with ``evaluate_config``, all with
+    (each a file or a stack of files, e.g. the VAE's ``[train.json, train_vae.json]``) trained first on the same
+    fold, then ``train_config`` (a file, or files to stack, e.g. with ``study_unet.json``) trained and evaluated with ``evaluate_config``, all with
     ``{**overrides, **variant}`` and this fold's split. A killed run resumes from its newest training state; a
     finished one (``fold_result.json`` written) is returned without running."""
     import torch
@@ -59,8 +59,10 @@ def run_fold(
     args = {**overrides, **variant, "split#folds": folds, "split#fold": fold, "resume_checkpoint": "latest",
             "ckpt_dir": os.path.join(folder, "models"), "output_dir": os.path.join(folder, "eval")}
     train_configs = [train_config] if isinstance(train_config, str) else list(train_config)
-    for config in [*([c] for c in pretrain_configs), train_configs]:
-        marker = os.path.join(folder, f"{os.path.basename(config[0])}.done")  # a finished training is not resumed
+    stacks = [[c] if isinstance(c, str) else list(c) for c in pretrain_configs]
+    for config in [*stacks, train_configs]:
+        # a finished training is not resumed
+        marker = os.path.join(folder, "+".join(os.path.basename(c) for c in config) + ".done")
         if not os.path.isfile(marker):
             logger.info(f"fold {fold} / {name}: training with {', '.join(os.path.basename(c) for c in config)}")
             run(run_id="training", config_file=config, **args)

@@ -1,32 +1,15 @@
-"""CycleGAN losses (Zhu et al. 2017, https://arxiv.org/abs/1703.10593): least-squares adversarial losses, the
-cycle-consistency L1 loss and the identity L1 loss, weighted as in the authors' code."""
+"""CycleGAN losses (Zhu et al. 2017, https://arxiv.org/abs/1703.10593): least-squares adversarial losses (MONAI's
+``PatchAdversarialLoss``), the cycle-consistency L1 loss and the identity L1 loss, weighted as in the authors'
+code."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss
+from torch import nn
 
-__all__ = ["LSGANLoss", "CycleGANLoss"]
-
-
-class LSGANLoss(nn.Module):
-    """Least-squares GAN loss (Mao et al. 2017): the mean squared error of discriminator scores against
-    ``real_label`` or ``fake_label``.
-
-    Args:
-        real_label: target score of real images.
-        fake_label: target score of generated images.
-    """
-
-    def __init__(self, real_label: float = 1.0, fake_label: float = 0.0) -> None:
-        super().__init__()
-        self.real_label, self.fake_label = real_label, fake_label
-
-    def forward(self, scores: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        scores = scores.float()  # under autocast, compute the loss in full precision
-        target = torch.full_like(scores, self.real_label if target_is_real else self.fake_label)
-        return F.mse_loss(scores, target)
+__all__ = ["CycleGANLoss"]
 
 
 class CycleGANLoss(nn.Module):
@@ -38,7 +21,9 @@ class CycleGANLoss(nn.Module):
         lambda_cycle: weight of each cycle-consistency L1 term (the paper's lambda, 10).
         lambda_identity: weight of each identity L1 term relative to ``lambda_cycle`` (the authors' code uses
             ``lambda_identity * lambda_cycle``, i.e. 5 by default); 0 turns the identity loss off.
-        adversarial_loss: loss of discriminator scores against real/fake; defaults to :class:`LSGANLoss`.
+        adversarial_loss: loss of discriminator scores against real / fake, called as MONAI's
+            ``PatchAdversarialLoss`` is; defaults to its least-squares criterion (LSGAN, Mao et al. 2017: the mean
+            squared error against 1 / 0) on the raw scores, as the paper.
     """
 
     def __init__(
@@ -48,7 +33,12 @@ class CycleGANLoss(nn.Module):
         if lambda_cycle < 0 or lambda_identity < 0:
             raise ValueError(f"loss weights must be non-negative, got {lambda_cycle=} and {lambda_identity=}.")
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
-        self.adversarial_loss = LSGANLoss() if adversarial_loss is None else adversarial_loss
+        self.adversarial_loss = adversarial_loss or PatchAdversarialLoss(criterion="least_squares",
+                                                                        no_activation_leastsq=True)
+
+    def _adversarial(self, scores: torch.Tensor, real: bool, for_discriminator: bool) -> torch.Tensor:
+        # under autocast, the loss in full precision
+        return self.adversarial_loss(scores.float(), target_is_real=real, for_discriminator=for_discriminator)
 
     @property
     def uses_identity(self) -> bool:
@@ -57,7 +47,7 @@ class CycleGANLoss(nn.Module):
 
     def generator_adversarial(self, scores_fake_a: torch.Tensor, scores_fake_b: torch.Tensor) -> torch.Tensor:
         """Generators' adversarial loss: ``D_A(G_BA(real_B))`` and ``D_B(G_AB(real_A))`` should score as real."""
-        return self.adversarial_loss(scores_fake_a, True) + self.adversarial_loss(scores_fake_b, True)
+        return self._adversarial(scores_fake_a, True, False) + self._adversarial(scores_fake_b, True, False)
 
     def cycle(
         self, real_a: torch.Tensor, rec_a: torch.Tensor, real_b: torch.Tensor, rec_b: torch.Tensor
@@ -75,4 +65,4 @@ class CycleGANLoss(nn.Module):
 
     def discriminator(self, scores_real: torch.Tensor, scores_fake: torch.Tensor) -> torch.Tensor:
         """One discriminator's loss, halved as in the paper to slow the discriminator relative to the generators."""
-        return 0.5 * (self.adversarial_loss(scores_real, True) + self.adversarial_loss(scores_fake, False))
+        return 0.5 * (self._adversarial(scores_real, True, True) + self._adversarial(scores_fake, False, True))

@@ -243,7 +243,7 @@ def _export_onnx_and_compare(bundle: Path, meta: dict, net_id: str, checkpoint: 
     shapes, dtype = _fake_inputs(_data_format(meta, net_id))
     names = list(_data_format(meta, net_id)["outputs"])
     try:
-        rebuild = export_onnx(eager, torch.randn(shapes[0]).to(dtype), destination, dynamic_spatial=True)
+        _, rebuild = export_onnx(eager, torch.randn(shapes[0]).to(dtype), destination, dynamic_spatial=True)
         session = onnx_session(destination)
         with torch.no_grad():
             for shape in shapes:

@@ -82,3 +82,26 @@ def test_channels_last_gives_the_eager_outputs_with_the_weights_converted_once_l
 def test_an_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="onnxruntime"):
         BackendInferer(SlidingWindowInferer(roi_size=(8, 8)), "tensorrt")
+
+
+class NoisyBranches(torch.nn.Module):
+    """Outputs that differ on every call (random noise added), so any comparison of two runs must fail."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.conv, self.as_dict = torch.nn.Conv2d(1, 2, 3, padding=1), as_dict
+
+    def forward(self, x: torch.Tensor):
+        out = self.conv(x) + torch.rand_like(x)
+        return {"noisy": out} if self.as_dict else out
+
+
+def test_monai_convert_to_onnx_verifies_nothing_for_named_outputs_which_is_why_the_bundles_compare_themselves():
+    """What MONAI's ``convert_to_onnx(verify=True)`` lacks, kept in ``shared.inferers.onnx_runtime.export_onnx``'s
+    docstring: with a tensor output a mismatch is caught; with a dict of outputs (HoVer-Net's) it passes unseen."""
+    from monai.networks.utils import convert_to_onnx
+
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(AssertionError):
+        convert_to_onnx(NoisyBranches(as_dict=False), [x], verify=True, use_ort=True, dynamo=False)
+    convert_to_onnx(NoisyBranches(as_dict=True), [x], verify=True, use_ort=True, dynamo=False)  # no error raised

@@ -22,7 +22,6 @@ With ``backend="torch"``, ``channels_last=True`` runs the network in channels-la
 from __future__ import annotations
 
 import copy
-import io
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import Inferer
+from monai.networks.utils import convert_to_onnx
 
 __all__ = ["BACKENDS", "BackendInferer", "ChannelsLastModule", "OnnxRuntimeModule", "export_onnx", "onnx_session"]
 
@@ -61,12 +61,16 @@ def _flatten(output: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Tens
     raise TypeError(f"cannot run a network returning {type(output).__name__} under ONNX Runtime")
 
 
-def export_onnx(network: torch.nn.Module, example: torch.Tensor, destination, opset: int = 17,
-                dynamic_spatial: bool = False) -> Callable[[list[torch.Tensor]], Any]:
-    """Export ``network`` (a copy, in eval mode, on CPU) traced at ``example`` to ``destination`` (a path or a
-    binary file object), with one input ``input`` and outputs ``output_<i>`` in the network's order; the batch axis
-    is dynamic, and the spatial axes too with ``dynamic_spatial``. Returns how to rebuild the network's output
-    structure (tensor, tuple or dict) from the session's outputs."""
+def export_onnx(network: torch.nn.Module, example: torch.Tensor, destination: str | None = None, opset: int = 17,
+                dynamic_spatial: bool = False) -> tuple[bytes, Callable[[list[torch.Tensor]], Any]]:
+    """Export ``network`` (a copy, in eval mode, on CPU) traced at ``example`` with MONAI's ``convert_to_onnx``
+    (saved to ``destination`` if given), with one input ``input`` and outputs ``output_<i>`` in the network's order;
+    the batch axis is dynamic, and the spatial axes too with ``dynamic_spatial``. Returns the model's bytes and how
+    to rebuild the network's output structure (tensor, tuple or dict) from a session's outputs.
+
+    ``convert_to_onnx(verify=True)`` is not used: it compares nothing when the network returns a dict (HoVer-Net's
+    branches; ``tests/test_onnx_runtime.py`` shows it) and only at the export size, so callers compare named outputs
+    themselves, at several sizes (``shared.publish``)."""
     network = _without_extra_state(network).eval().cpu()
     example = example.detach().cpu()
     with torch.no_grad():
@@ -76,9 +80,10 @@ def export_onnx(network: torch.nn.Module, example: torch.Tensor, destination, op
     for name, output in zip(output_names, outputs):
         spatial = {d: f"{name}_{d}" for d in range(2, output.ndim)} if dynamic_spatial else {}
         dynamic_axes[name] = {0: "batch", **spatial} if output.ndim else {}
-    torch.onnx.export(network, (example,), destination, input_names=["input"], output_names=output_names,
-                      dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
-    return rebuild
+    model = convert_to_onnx(network, [example], input_names=["input"], output_names=output_names,
+                            opset_version=opset, dynamic_axes=dynamic_axes,
+                            filename=None if destination is None else str(destination), dynamo=False)
+    return model.SerializeToString(), rebuild
 
 
 def onnx_session(model, threads: int | None = None):
@@ -109,9 +114,8 @@ class OnnxRuntimeModule(torch.nn.Module):
     def _session(self, x: torch.Tensor) -> tuple[Any, Callable]:
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._sessions:
-            buffer = io.BytesIO()
-            rebuild = export_onnx(self.network, x[:1], buffer, self.opset)
-            session = onnx_session(buffer.getvalue(), self.threads)
+            model, rebuild = export_onnx(self.network, x[:1], opset=self.opset)
+            session = onnx_session(model, self.threads)
             logger.info(f"{type(self.network).__name__} exported to ONNX for inputs of shape (N, "
                         f"{', '.join(map(str, key[0]))}); running under ONNX Runtime")
             self._sessions[key] = session, rebuild

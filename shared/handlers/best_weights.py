@@ -29,6 +29,9 @@ class BestWeightsSaver:
     better weights with worse ones. One network is saved as its plain state dict (what ``CheckpointLoader`` and
     ``torch.load`` + ``load_state_dict`` expect); several as ``{name: state dict}``. It only writes files: on
     torchrun, give it ``"_disabled_": "@is_not_rank0"``.
+
+    Not MONAI's ``CheckpointSaver(save_key_metric=True)``: it writes no sha256 sidecar, and it keeps a best score
+    of its own that a resumed run starts afresh, so it overwrites better weights (``tests/test_best_weights.py``).
     """
 
     def __init__(self, save_dir: str, networks: torch.nn.Module | Mapping[str, torch.nn.Module],

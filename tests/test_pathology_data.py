@@ -216,3 +216,50 @@ def test_pannuke_tile_labels_make_ids_unique_across_channels():
     assert sorted(np.unique(inst)) == [0, 1, 2, 3, 4]
     assert kind[0, 0] == 2 and kind[1, 0] == 1 and kind[4, 4] == 3 and kind[6, 0] == 5
     assert inst[0, 0] != inst[1, 0] and inst[4, 4] != inst[1, 0]
+
+
+def _saturation_mask_before(rgb: np.ndarray, max_threshold: float = 0.08, dilation: int = 2) -> np.ndarray:
+    """The tissue mask as the bundle computed it before MONAI's ForegroundMask did (the oracle of the test below)."""
+    from skimage import color, filters, morphology
+
+    saturation = color.rgb2hsv(rgb)[..., 1]
+    threshold = max_threshold
+    if np.ptp(saturation) > 1e-6:
+        threshold = min(float(filters.threshold_otsu(saturation)), max_threshold)
+    return morphology.dilation(saturation > threshold, morphology.disk(dilation))
+
+
+def test_tissue_mask_from_monai_foreground_mask_is_the_saturation_mask_it_replaced():
+    slides = bundle_module(PATHOLOGY, "slides")
+    rng = np.random.default_rng(0)
+    tissue = demo.render_he(demo.source_ihc()[:200, :300])  # stained tissue
+    glass = np.full((200, 300, 3), 235, np.uint8) + rng.integers(0, 8, (200, 300, 3), dtype=np.uint8)
+    half = np.concatenate([glass[:, :150], tissue[:, 150:]], axis=1)
+    for picture in (tissue, glass, half, np.full((50, 60, 3), 128, np.uint8)):
+        ours = slides.tissue_mask(picture)
+        assert ours.dtype == bool and ours.shape == picture.shape[:2]
+        assert np.array_equal(ours, _saturation_mask_before(picture))
+    assert slides.tissue_mask(half)[:, 160:].all() and slides.tissue_mask(tissue).mean() > 0.9
+
+
+def test_monai_wsi_splitter_reads_every_window_before_filtering_which_the_region_plan_avoids(tmp_path):
+    """What ``slides.plan_regions`` does that ``WSISlidingWindowSplitter`` cannot: choose regions before reading."""
+    import tifffile
+    from monai.inferers.splitter import WSISlidingWindowSplitter
+
+    slides = bundle_module(PATHOLOGY, "slides")
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, np.full((512, 512, 3), 235, np.uint8), tile=(128, 128), photometric="rgb")
+    reads = []
+    reader = slides.PyramidTiffWSIReader(level=0)
+    original = reader.get_data
+
+    def counting_get_data(*args, **kwargs):
+        reads.append(kwargs.get("location"))
+        return original(*args, **kwargs)
+
+    reader.get_data = counting_get_data
+    splitter = WSISlidingWindowSplitter(patch_size=128, filter_fn=lambda patch, location: False, reader=reader)
+    assert list(splitter(str(path))) == [] and len(reads) == 16  # all glass, every window read and decoded
+    regions, total = slides.plan_regions(512, 512, 128, 32, keep=lambda core: False)
+    assert (regions, total) == ([], 16)  # nothing to read

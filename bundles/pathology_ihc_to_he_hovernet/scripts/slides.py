@@ -26,10 +26,10 @@ import tifffile
 from monai.config import KeysCollection
 from monai.data import WSIReader
 from monai.data.wsi_reader import TiffFileWSIReader
-from monai.transforms import MapTransform
+from monai.transforms import ForegroundMask, MapTransform
 from monai.utils import optional_import
 from PIL import Image
-from skimage import color, filters, morphology
+from skimage import filters, morphology
 
 from shared.transforms.validation import UnusableImageError
 
@@ -442,14 +442,18 @@ class OpenInputd(MapTransform):
 # --- tissue and regions -------------------------------------------------------------------------------------------
 
 def tissue_mask(rgb: np.ndarray, max_threshold: float = 0.08, dilation: int = 2) -> np.ndarray:
-    """Tissue (``True``) in a low-resolution RGB picture of a slide: saturation above Otsu's threshold, or above
-    ``max_threshold`` when Otsu's is higher (a slide that is mostly tissue would otherwise lose its paler half),
-    dilated by ``dilation`` pixels. Glass is grey-white (saturation near 0), stained tissue is not."""
-    saturation = color.rgb2hsv(rgb)[..., 1]
-    threshold = max_threshold
-    if np.ptp(saturation) > 1e-6:
-        threshold = min(float(filters.threshold_otsu(saturation)), max_threshold)
-    mask = saturation > threshold
+    """Tissue (``True``) in a low-resolution RGB picture (H, W, 3) of a slide: MONAI's ``ForegroundMask`` on the
+    saturation, above Otsu's threshold or above ``max_threshold`` when Otsu's is higher (a slide that is mostly
+    tissue would otherwise lose its paler half), dilated by ``dilation`` pixels. Glass is grey-white (saturation near
+    0), stained tissue is not."""
+
+    def capped_otsu(saturation: np.ndarray) -> float:
+        if np.ptp(saturation) <= 1e-6:
+            return max_threshold
+        return min(float(filters.threshold_otsu(saturation)), max_threshold)
+
+    mask = np.asarray(ForegroundMask(threshold=None, hsv_threshold={"S": capped_otsu})(np.moveaxis(rgb, -1, 0)))[0]
+    mask = mask.astype(bool)
     return morphology.dilation(mask, morphology.disk(dilation)) if dilation > 0 else mask
 
 
@@ -467,7 +471,10 @@ def plan_regions(height: int, width: int, core_size: int, margin: int,
                  keep: Callable[[tuple[int, int, int, int]], bool] | None = None) -> tuple[list[Region], int]:
     """``(regions, total)``: the cores tile the image exactly (row by row, ``core_size`` square), each read with
     ``margin`` pixels around it; ``keep(core)`` (e.g. "has tissue") chooses the regions processed out of the
-    ``total``."""
+    ``total``.
+
+    Not MONAI's ``WSISlidingWindowSplitter``: it reads and decodes every window before its ``filter_fn`` sees it, glass
+    included, and has no core that owns the nuclei of overlapping windows (``tests/test_pathology_data.py``)."""
     regions, total = [], 0
     for top in range(0, height, core_size):
         for left in range(0, width, core_size):

@@ -18,11 +18,11 @@ import pytest
 
 from conftest import ISPY2, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, stand_in_schema
 from helpers.bundle_scripts import bundle_module
+from shared.data.slice_patches import TumourSliceDataset
 
 layout = bundle_module(ISPY2, "layout")
 build_ispy2_datalist, discover_patients, load_study_pickles = (
     layout.build_ispy2_datalist, layout.discover_patients, layout.load_study_pickles)
-TumourSliceDataset = bundle_module(ISPY2, "datasets").TumourSliceDataset
 
 pytestmark = pytest.mark.slow
 BUNDLE = ISPY2
@@ -261,7 +261,7 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
         assert f"{BUNDLE.name}/{path}" in names
     # only the shared code the bundle uses is vendored: no other study's code, no publishing tool
     assert f"{BUNDLE.name}/{package}/shared/publish.py" not in names
-    assert f"{BUNDLE.name}/{package}/shared/data/slice_patches.py" not in names
+    assert f"{BUNDLE.name}/{package}/shared/networks/cyclegan.py" not in names
 
 
 def test_slices_prepared_together_give_the_per_slice_result():

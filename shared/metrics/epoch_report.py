@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+
+from shared.writers.tables import write_csv, write_json
 
 __all__ = ["EpochReport"]
 
@@ -52,13 +52,8 @@ class EpochReport:
 
     def write(self) -> dict:
         result = self.compute()
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, f"{self.name}.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.join(self.output_dir, f"{self.name}.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(self.csv_header)
-            writer.writerows(self.csv_rows(result))
+        write_json(os.path.join(self.output_dir, f"{self.name}.json"), result)
+        write_csv(os.path.join(self.output_dir, f"{self.name}.csv"), self.csv_header, self.csv_rows(result))
         with open(os.path.join(self.output_dir, f"{self.name}.md"), "w") as f:
             f.write(self.markdown(result))
         line = self.summary(result)

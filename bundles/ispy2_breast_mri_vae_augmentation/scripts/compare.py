@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 from collections.abc import Mapping
+
+from shared.writers.tables import write_csv, write_json
 
 __all__ = ["compare_variants"]
 
@@ -38,18 +39,12 @@ def compare_variants(
         with open(os.path.join(args["output_dir"], f"{result_name}.json")) as f:
             results[name] = json.load(f)
     cases = sorted({c for r in results.values() for c in r["per_case"]})
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "comparison.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case", *results])
-        for case in cases:
-            writer.writerow([case, *(f"{r['per_case'].get(case, float('nan')):.4f}" for r in results.values())])
-        writer.writerow(["mean", *(f"{r['mean_dice']:.4f}" for r in results.values())])
-        writer.writerow(["micro", *(f"{r['micro_dice']:.4f}" for r in results.values())])
+    rows = [[case, *(f"{r['per_case'].get(case, float('nan')):.4f}" for r in results.values())] for case in cases]
+    rows += [[name, *(f"{r[f'{name}_dice']:.4f}" for r in results.values())] for name in ("mean", "micro")]
+    write_csv(os.path.join(output_dir, "comparison.csv"), ["case", *results], rows)
     summary = {name: {"mean_dice": r["mean_dice"], "micro_dice": r["micro_dice"], "per_case": r["per_case"]}
                for name, r in results.items()}
-    with open(os.path.join(output_dir, "comparison.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(output_dir, "comparison.json"), summary)
     logger.info("comparison (mean Dice over test patients): "
                 + ", ".join(f"{n} {r['mean_dice']:.4f}" for n, r in results.items()))
     return summary

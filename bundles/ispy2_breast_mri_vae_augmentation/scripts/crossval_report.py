@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
+
+from shared.writers.tables import write_csv, write_json
 
 __all__ = ["paired_difference", "write_crossval_report"]
 
@@ -73,19 +73,12 @@ def write_crossval_report(results: Sequence[dict], variants: Sequence[str], fold
     if len(variants) > 1:
         summary["paired"] = {"difference": f"{variants[1]} - {first}",
                              **summary["paired_all"][f"{variants[1]} - {first}"]["per_fold"]}
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "crossval_per_fold.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fold", "test_patients", *variants])
-        for fold in range(folds):
-            writer.writerow([fold, len(by[first, fold]["per_case"]), *(f"{per_fold[v][fold]:.4f}" for v in variants)])
-    with open(os.path.join(output_dir, "crossval_per_patient.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fold", "patient", *variants])
-        for i, (fold, case) in enumerate(patients):
-            writer.writerow([fold, case, *(f"{per_patient[v][i]:.4f}" for v in variants)])
-    with open(os.path.join(output_dir, "crossval.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_csv(os.path.join(output_dir, "crossval_per_fold.csv"), ["fold", "test_patients", *variants],
+              ([fold, len(by[first, fold]["per_case"]), *(f"{per_fold[v][fold]:.4f}" for v in variants)]
+               for fold in range(folds)))
+    write_csv(os.path.join(output_dir, "crossval_per_patient.csv"), ["fold", "patient", *variants],
+              ([fold, case, *(f"{per_patient[v][i]:.4f}" for v in variants)] for i, (fold, case) in enumerate(patients)))
+    write_json(os.path.join(output_dir, "crossval.json"), summary)
     with open(os.path.join(output_dir, "crossval.md"), "w") as f:
         f.write(_markdown(summary, variants))
     _plot(per_fold, os.path.join(output_dir, "crossval.png"))

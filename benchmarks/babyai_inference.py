@@ -43,8 +43,7 @@ def _network(device: str, preset: str):
 
     import torch
 
-    sys.path.insert(0, str(BUNDLE))
-    from scripts.networks import babyai_unet
+    from shared.networks.babyai_unet import babyai_unet
 
     torch.manual_seed(0)
     network = babyai_unet(preset)

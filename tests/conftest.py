@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.bundle_scripts import bundle_module
 
@@ -49,6 +51,36 @@ TINY_BRATS = {
     "pixdim": "[3.0, 3.0, 3.0]",
     "patch_size": "[64, 64]",
 }
+
+
+# the parameter-free stand-in networks of tests/helpers/oracle.py, importable by the bundle processes
+ORACLE_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+
+
+def oracle_weights(folder: Path, state: dict | None = None) -> str:
+    """A weights file for an oracle network (``state``, or the empty state of a parameter-free one), for the
+    configs that load weights."""
+    path = folder / "oracle_weights.pt"
+    torch.save(state or {}, path)
+    return str(path)
+
+
+RANK_RECORD = REPO / "tests" / "helpers" / "rank_record.json"  # stacked last on a torchrun run (needs ORACLE_ENV)
+
+
+def assert_ranks_shared_the_work(ranks_dir: Path, world_size: int = 2) -> list[dict]:
+    """The records of ``rank_record.json``: one a rank; in every epoch the ranks' samplers gave them disjoint shards
+    that cover the dataset; every network ended with the same weights on every rank."""
+    records = [json.loads((ranks_dir / f"rank_{r}.json").read_text()) for r in range(world_size)]
+    assert [r["world_size"] for r in records] == [world_size] * world_size
+    for epoch in range(len(records[0]["shards"])):
+        shards = [set(r["shards"][epoch]) for r in records]
+        assert all(len(s) > 0 for s in shards)
+        assert set.union(*shards) == set(range(records[0]["dataset_size"])), "the shards do not cover the dataset"
+        overlap = sum(len(s) for s in shards) - len(set.union(*shards))
+        assert overlap <= world_size - 1, f"epoch {epoch}: the ranks share {overlap} item(s)"  # only the padding
+    assert all(r["weights"] == records[0]["weights"] for r in records), "the ranks ended with different weights"
+    return records
 
 
 def overrides(values: dict[str, str]) -> list[str]:

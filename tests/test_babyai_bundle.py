@@ -5,7 +5,6 @@ multi-GPU config runs with torchrun in tests/test_published_bundles.py, on the p
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -15,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BABYAI, REPO, TINY_BABYAI, overrides, run_bundle
+from conftest import BABYAI, ORACLE_ENV, REPO, TINY_BABYAI, oracle_weights, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.hub_fixtures import hub_env, run_python, sha
 from shared.transforms.anisotropy import SimulateAnisotropy
+from shared.networks import babyai_unet as networks
 
 CONFIGS = BABYAI / "configs"
-ORACLE = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+ORACLE = ORACLE_ENV
 # inference over the tiny demo's grid, with a stand-in network that returns the interpolated T2w
 TINY_INFERENCE = {k: TINY_BABYAI[k] for k in ("demo#num_subjects", "demo#voxel_size", "pixdim", "patch_size")}
 ORACLE_NETWORK = {"handlers": "[]", "checkpoint": "None", "network_def": "{'_target_': 'oracle.T2wChannel'}"}
@@ -36,7 +36,6 @@ def _session(demo: Path, subject: str = "D01", session: str = "1mo") -> tuple[Pa
 def test_published_preset_is_the_study_network_and_loads_its_state_dict_strictly(tmp_path):
     from monai.networks.nets import UNet
 
-    networks = bundle_module(BABYAI, "networks")
     published = networks.babyai_unet("published")
     assert sum(p.numel() for p in published.parameters()) == 379_053_826
     study = UNet(spatial_dims=3, in_channels=2, out_channels=1, channels=(32, 64, 128, 256, 512, 1024),
@@ -71,7 +70,7 @@ def test_foreground_windows_give_the_plain_inferers_result_in_the_foreground():
 
     from shared.inferers.foreground_sliding_window import ForegroundSlidingWindowInferer
 
-    network = bundle_module(BABYAI, "networks").babyai_unet("small").eval()
+    network = networks.babyai_unet("small").eval()
     image = torch.zeros(1, 2, 40, 48, 40)
     image[:, :, 4:20, 6:30, 8:24] = torch.rand(1, 2, 16, 24, 16)
     calls = []
@@ -133,17 +132,23 @@ def test_training_validates_against_cubic_and_records_the_preset(trained):
     assert len(psnr) == 2 and all(float(c) > 10 for _, c in psnr)
     weights = Path(work["ckpt_dir"]) / "model.pt"
     assert weights.is_file() and (weights.parent / "model.pt.sha256").is_file()
-    assert bundle_module(BABYAI, "networks").preset_of_weights(str(weights)) == "small"
+    assert networks.preset_of_weights(str(weights)) == "small"
     assert list((Path(work["ckpt_dir"]) / "training_state").glob("state_iteration=*.pt"))
 
 
 @pytest.mark.slow
-def test_evaluate_compares_with_cubic_per_thickness_and_axis(trained):
+def test_evaluate_compares_with_cubic_per_thickness_and_axis(trained, tmp_path):
+    """evaluate.json with an oracle network that returns the interpolated T2w it is given: its scores are the cubic
+    interpolation's, row by row."""
     work, _ = trained
     evaluation = {k: v for k, v in work.items() if "num_workers" not in k}  # evaluate reads cases one by one
+    oracle = {"network_def": "{'_target_': 'oracle.T2wChannel'}", "checkpoint": oracle_weights(tmp_path)}
     run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
-                *overrides({**evaluation, "slice_axes": "[2]"})], cwd=REPO)
+                *overrides({**evaluation, "slice_axes": "[2]", **oracle})], cwd=REPO, env=ORACLE)
     result = json.loads((Path(work["output_dir"]) / "test_metrics.json").read_text())
+    for row in result["items"]:
+        for metric in ("psnr", "ssim", "nrmse", "mse"):
+            assert row[f"{metric}_model"] == pytest.approx(row[f"{metric}_cubic"], rel=1e-4, abs=1e-6), metric
     assert result["num_volumes"] == 2 and len(result["sessions"]) == 1  # 1 test session x 2 thicknesses x 1 axis
     assert [(g["factor"], g["axis"]) for g in result["by_factor_and_axis"]] == [(2, 2), (4, 2)]
     by_factor = {g["factor"]: g for g in result["by_factor"]}
@@ -290,7 +295,6 @@ def test_bad_inputs_are_named_and_the_folder_run_goes_on(babyai_demo, tmp_path):
 @pytest.mark.slow
 def test_study_weights_from_the_hub_are_trusted_on_first_use_then_pinned(hub, babyai_demo, tmp_path):
     """The study's repo on the loopback hub (its weights: here a small-preset state dict, to keep the test small)."""
-    networks = bundle_module(BABYAI, "networks")
     weights = tmp_path / "pretrained_weights.pth"
     torch.save(networks.babyai_unet("small").state_dict(), weights)
     repo = "almalennartsson/baby-ai"

@@ -13,7 +13,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import BRATS, REPO, TINY_TRAIN, official_schema, overrides, run_bundle
+from conftest import (BRATS, ORACLE_ENV, REPO, TINY_TRAIN, official_schema, oracle_weights, overrides,
+                      run_bundle)
 
 pytestmark = pytest.mark.slow
 CONFIGS = BRATS / "configs"
@@ -40,15 +41,25 @@ def test_resume_continues_from_last_checkpoint(trained, tmp_path):
     assert torch.load(states[0], weights_only=True)["trainer"]["iteration"] == 4
 
 
-def test_evaluate_from_repo_root_writes_study_table(trained):
+def test_evaluate_from_repo_root_gives_an_oracle_network_its_exact_scores(trained, tmp_path):
+    """evaluate.json with an oracle network (oedema wherever FLAIR is bright): the table holds the Dice that its
+    mask and the test case's labels give, computed here from the files."""
     config = "['bundles/brats_mri_slice_segmentation/configs/train.json','bundles/brats_mri_slice_segmentation/configs/evaluate.json']"
-    run_bundle(["run", "--config_file", config, *overrides({**trained, "validate#dataset#num_workers": "0"})], cwd=REPO)
+    oracle = {"network_def": "{'_target_': 'oracle.FlairThreshold'}", "checkpoint": oracle_weights(tmp_path)}
+    run_bundle(["run", "--config_file", config, *overrides({**trained, "validate#dataset#num_workers": "0", **oracle})],
+               cwd=REPO, env=ORACLE_ENV)
     table = json.loads((Path(trained["output_dir"]) / "test_metrics.json").read_text())
     assert list(table["classes"]) == ["NCR/NET", "ED", "ET"] and list(table["regions"]) == ["WT", "TC", "ET"]
     for row in table["classes"].values():
         assert set(row) == {"dice", "iou", "precision", "recall", "accuracy"}
-        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
     assert table["num_cases"] == 1
+    (case,) = json.loads((Path(trained["output_dir"]) / "datalist.json").read_text())["test"]
+    bright, label = _flair_mask(Path(case["flair"])), np.asarray(nib.load(case["label"]).dataobj)
+    assert table["classes"]["ED"]["dice"] == pytest.approx(_dice(bright, label == 2), abs=0.01)
+    assert table["regions"]["WT"]["dice"] == pytest.approx(_dice(bright, label > 0), abs=0.01)
+    assert table["classes"]["ED"]["recall"] == pytest.approx((bright & (label == 2)).sum() / (label == 2).sum(), abs=0.01)
+    for kind, name in (("classes", "NCR/NET"), ("classes", "ET"), ("regions", "TC"), ("regions", "ET")):
+        assert table[kind][name]["dice"] == 0.0, (kind, name)  # the oracle never predicts them
     assert (Path(trained["output_dir"]) / "test_metrics.csv").read_text().startswith("kind,name,dice,iou")
 
 

@@ -4,7 +4,7 @@ the network preset, best-checkpoint selection, publishing and bad inputs."""
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
 import shutil
 from pathlib import Path
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HIPMRI, REPO, TINY_HIPMRI, overrides, run_bundle
+from conftest import HIPMRI, ORACLE_ENV, REPO, TINY_HIPMRI, oracle_weights, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 
 CONFIGS = HIPMRI / "configs"
-ORACLE = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+ORACLE = ORACLE_ENV
 
 
 def test_network_preset_gives_the_study_latent_grid():
@@ -45,7 +45,8 @@ class _CodesOf(torch.nn.Module):
 def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_once():
     from monai.utils.ordering import Ordering
 
-    prior_module = bundle_module(HIPMRI, "prior")
+    from shared.inferers.code_prior import CodePriorInferer, sample_codes
+
     prior = bundle_module(HIPMRI, "networks").code_prior(num_embeddings=7, latent_size=(6, 4), window=8, dim=16,
                                                           depth=1, heads=2).eval()
     ordering = Ordering("raster_scan", spatial_dims=2, dimensions=(1, 6, 4))
@@ -53,7 +54,7 @@ def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_on
     codes = images[:, 0].long().reshape(2, -1)
     tokens = torch.nn.functional.pad(codes, (1, 0), value=7)[:, :-1]
     with torch.no_grad():
-        logits, targets = prior_module.CodePriorInferer(_CodesOf(), ordering)(images, prior)
+        logits, targets = CodePriorInferer(_CodesOf(), ordering)(images, prior)
         assert logits.shape == (2, 24, 8) and torch.equal(targets, codes)
         # the code at 20 is scored by the last window (16..23), the code at 13 by the window 8..15
         assert torch.allclose(logits[:, 20], prior(tokens[:, 16:24], offset=16)[:, 4], atol=1e-6)
@@ -63,7 +64,7 @@ def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_on
     with pytest.raises(ValueError, match="exceed the window"):
         prior(tokens[:, :9])
     torch.manual_seed(0)
-    sampled = prior_module.sample_codes(prior, 3, (6, 4), ordering, bos=7)
+    sampled = sample_codes(prior, 3, (6, 4), ordering, bos=7)
     assert sampled.shape == (3, 6, 4) and sampled.max() < 7 and sampled.min() >= 0
 
 
@@ -134,14 +135,21 @@ def test_training_keeps_the_epoch_of_best_validation_ssim(trained):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_per_slice_table_and_summary(trained):
+def test_evaluate_gives_an_oracle_network_its_exact_scores(trained, tmp_path):
+    """evaluate.json with a network that reconstructs exactly: SSIM 1, MSE 0 and an infinite PSNR on every slice."""
+    from helpers.oracle import IdentityReconstruction
+
     work, _ = trained
+    oracle = {"network_def": "{'_target_': 'oracle.IdentityReconstruction'}",
+              "checkpoint": oracle_weights(tmp_path, IdentityReconstruction().state_dict())}
     run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
-                *overrides(work)], cwd=REPO)
+                *overrides({**work, **oracle})], cwd=REPO, env=ORACLE_ENV)
     result = json.loads((Path(work["output_dir"]) / "test_metrics.json").read_text())
-    assert result["num_items"] == 72 and 0 <= result["ssim"]["mean"] <= 1 and result["psnr"]["mean"] > 0
+    assert result["num_items"] == 72
+    assert result["ssim"]["mean"] == pytest.approx(1.0, abs=1e-6) and result["mse"]["mean"] == 0.0
+    assert all(math.isinf(item["psnr"]) for item in result["items"])
     rows = (Path(work["output_dir"]) / "test_metrics.csv").read_text().splitlines()
-    assert rows[0] == "case,ssim,psnr,mse" and rows[1].startswith("case_031_week_0_slice_0,") and len(rows) == 73
+    assert rows[0] == "case,ssim,psnr,mse" and rows[1].startswith("case_031_week_0_slice_0,1.0000,") and len(rows) == 73
     assert "test image(s)" in (Path(work["output_dir"]) / "test_metrics.md").read_text()
 
 

@@ -16,9 +16,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ISPY2, REPO, TINY_ISPY2, official_schema, overrides, run_bundle, stand_in_schema
+from conftest import (ISPY2, ORACLE_ENV, REPO, TINY_ISPY2, official_schema, oracle_weights, overrides, run_bundle,
+                      stand_in_schema)
 from helpers.bundle_scripts import bundle_module
 from shared.data.slice_patches import TumourSliceDataset
+from shared.inferers.study_slices import StudySliceInferer
 
 layout = bundle_module(ISPY2, "layout")
 build_ispy2_datalist, discover_patients, load_study_pickles = (
@@ -76,6 +78,19 @@ def test_single_modality_vae(work, tmp_path):
 
     state = torch.load(tmp_path / "models" / "vae_t2.pt")
     assert state["encoder.0.0.weight"].shape[1] == 1 and not any(k.startswith("decoders.1") for k in state)
+
+
+def test_evaluate_gives_an_oracle_network_that_finds_no_tumour_a_dice_of_zero(work, tmp_path):
+    """evaluate.json with an oracle network that predicts no tumour anywhere: every test patient has a tumour, so
+    every per-patient Dice, their mean and the micro Dice are exactly 0."""
+    oracle = {"network_def": "{'_target_': 'oracle.BrightSlice', 'threshold': 1e9}",
+              "checkpoint": oracle_weights(tmp_path), "output_dir": str(tmp_path / "eval")}
+    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
+                *overrides({**work, **oracle})], cwd=tmp_path, env=ORACLE_ENV)
+    result = json.loads((tmp_path / "eval" / "per_patient_dice.json").read_text())
+    test_patients = [case["case"] for case in json.loads((tmp_path / "eval" / "datalist.json").read_text())["test"]]
+    assert result["per_case"] == {patient: 0.0 for patient in test_patients}
+    assert result["mean_dice"] == 0.0 and result["micro_dice"] == 0.0 and result["num_cases"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +271,7 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
     names = set(archive.namelist())
     package = f"{BUNDLE.name}_scripts"
     for path in ("models/model.pt", "models/model.ts", "models/vae_t2_mask.pt", "models/vae_t2_mask.ts",
-                 "models/model.pt.sha256", f"{package}/networks.py", f"{package}/inferer.py",
+                 "models/model.pt.sha256", f"{package}/networks.py", f"{package}/shared/inferers/study_slices.py",
                  f"{package}/shared/engines/case_evaluator.py", "configs/multi_gpu_train.json"):
         assert f"{BUNDLE.name}/{path}" in names
     # only the shared code the bundle uses is vendored: no other study's code, no publishing tool
@@ -271,7 +286,6 @@ def test_slices_prepared_together_give_the_per_slice_result():
     from monai.data import MetaTensor
     from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
 
-    StudySliceInferer = bundle_module(ISPY2, "inferer").StudySliceInferer
     network = torch.nn.Conv2d(2, 3, 3, padding=1)
     volume = torch.rand(1, 2, 37, 18, 7)
     volume[..., 2] = 0.5  # a blank slice: normalised with a unit divisor

@@ -14,6 +14,7 @@ from scipy import stats
 
 from conftest import ISPY2, TINY_ISPY2, run_bundle
 from helpers.bundle_scripts import bundle_module
+from shared.metrics.per_case_dice import PatientMeanDice
 
 CONFIGS = ISPY2 / "configs"
 layout = bundle_module(ISPY2, "layout")
@@ -107,7 +108,7 @@ def test_a_second_run_skips_finished_folds(crossval):
 def test_patient_mean_dice_pools_each_patients_slices_before_averaging():
     from types import SimpleNamespace
 
-    metric = bundle_module(ISPY2, "per_case_dice").PatientMeanDice()
+    metric = PatientMeanDice()
     metric.reset()
     ones, zeros = np.ones((1, 4, 4)), np.zeros((1, 4, 4))
     half = np.zeros((1, 4, 4))

@@ -1,5 +1,6 @@
-"""The layout every bundle follows: one-way layers in ``shared``, no re-exports, study code in ``scripts/``, the
-model zoo's property ids in every train and inference config, and MONAI's experiment tracking."""
+"""The layout every bundle follows: one-way layers in ``shared``, generic building blocks in ``shared`` and only study
+code in ``scripts/``, no re-exports, the model zoo's property ids in every train and inference config, and MONAI's
+experiment tracking."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import (BABYAI, BRATS, BUNDLES, HIPMRI, ISPY2, REPO, TINY_BABYAI, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2,
                       TINY_TRAIN, overrides, run_bundle)
+from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties_of
 from shared.publish import imports_of, package_of
 
@@ -67,6 +69,46 @@ def test_study_code_lives_in_the_bundle_and_reaches_itself_relatively(bundle):
         for imported in imports_of(path.read_text()):
             # absolute `scripts.x` would break the private package name a published bundle gives this code
             assert imported.split(".")[0] != "scripts", f"{path}: import {imported} relatively"
+
+
+def _generic_kind(cls: type) -> str | None:
+    """What generic building block ``cls`` is (network or loss, inferer, metric, handler, engine), if any."""
+    import torch
+    from ignite.engine import Engine
+    from ignite.metrics import Metric
+    from monai.inferers import Inferer
+
+    kinds = {"network or loss": torch.nn.Module, "inferer": Inferer, "metric": Metric, "engine": Engine}
+    kind = next((name for name, base in kinds.items() if issubclass(cls, base)), None)
+    return kind or ("handler" if callable(getattr(cls, "attach", None)) else None)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+def test_generic_building_blocks_live_in_shared_whatever_number_of_bundles_use_them(bundle):
+    """The README's rule: a bundle's ``scripts/`` holds its data layout, presets, study transforms and demo builder;
+    networks, losses, inferers, metrics, handlers and engines live in ``shared`` in their layer."""
+    misplaced = []
+    for path in sorted((bundle / "scripts").glob("*.py")):
+        module = bundle_module(bundle, path.stem) if path.stem != "__init__" else None
+        for name, value in vars(module).items() if module else ():
+            if isinstance(value, type) and value.__module__ == module.__name__ and _generic_kind(value):
+                misplaced.append(f"{path.name}: {name} ({_generic_kind(value)})")
+    assert misplaced == [], f"move these to shared/ (see the README's layout): {misplaced}"
+
+
+def test_the_generic_block_check_recognises_each_kind():
+    import torch
+    from ignite.metrics import Accuracy
+    from monai.handlers import StatsHandler
+    from monai.inferers import SimpleInferer
+
+    from shared.metrics.epoch_report import EpochReport
+    from shared.transforms.foreground import ZeroOutsideForegroundd
+
+    kinds = [_generic_kind(c) for c in (torch.nn.Linear, torch.nn.MSELoss, SimpleInferer, Accuracy, StatsHandler,
+                                        EpochReport, ZeroOutsideForegroundd)]
+    # a transform is not one of them: a study's own transforms live in its scripts/
+    assert kinds == ["network or loss", "network or loss", "inferer", "metric", "handler", "handler", None]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PATHOLOGY, REPO, TINY_CYCLEGAN, overrides, run_bundle, run_torchrun
+from conftest import (ORACLE_ENV, PATHOLOGY, RANK_RECORD, REPO, TINY_CYCLEGAN, assert_ranks_shared_the_work,
+                      oracle_weights, overrides, run_bundle, run_torchrun)
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
 from shared.data.integrity import sidecar_path
@@ -110,11 +111,17 @@ def test_resume_from_the_first_epoch_replays_the_second_exactly(trained, tmp_pat
                    for a, b in zip(ours[name]["images"], uninterrupted[name]["images"]))
 
 
-def test_evaluate_writes_translation_and_identity_baseline_per_case(trained):
+def test_evaluate_writes_translation_and_identity_baseline_per_case(trained, tmp_path):
+    """evaluate_cyclegan.json with an oracle generator that returns its input: its translation scores are the
+    identity baseline's, case by case."""
     work, _ = trained
-    run_bundle(["run", "--config_file", EVALUATE, *overrides(work)], cwd=REPO)
+    oracle = {"network_def": "{'_target_': 'oracle.IdentityGenerator'}", "checkpoint": oracle_weights(tmp_path)}
+    run_bundle(["run", "--config_file", EVALUATE, *overrides({**work, **oracle})], cwd=REPO, env=ORACLE_ENV)
     evaluation = Path(work["output_dir"])
     result = json.loads((evaluation / "cyclegan_test_metrics.json").read_text())
+    for case in result["cases"]:
+        for metric in ("ssim", "psnr"):
+            assert case["translation"][metric] == pytest.approx(case["identity_baseline"][metric], rel=1e-5)
     assert result["num_cases"] == 2 and result["num_tiles"] == 8
     assert [c["case"] for c in result["cases"]] == ["00000_test_0", "00001_test_1+"]
     for section in ("translation", "identity_baseline"):
@@ -192,13 +199,17 @@ def test_pair_check_names_the_files_of_a_misaligned_or_grey_pair():
 def test_multi_gpu_variant_runs_to_a_clean_exit_again_and_again_with_torchrun_on_cpu(tmp_path):
     """The four networks in DDP on 2 CPU processes (gloo), three runs in a row, each to exit 0: ranks used to abort
     at exit now and then, with the process group torn down during interpreter shutdown (shared.engines.distributed)."""
-    configs = [TRAIN, REPO / "shared" / "configs" / "multi_gpu_train.json", CONFIGS / "multi_gpu_train_cyclegan.json"]
+    configs = [TRAIN, REPO / "shared" / "configs" / "multi_gpu_train.json", CONFIGS / "multi_gpu_train_cyclegan.json",
+               RANK_RECORD]
     args = {**TINY_CYCLEGAN, "demo#num_train": "8", "train#dataloader#batch_size": "1", "demo#dir": str(tmp_path / "BCI"),
             "output_dir": str(tmp_path / "eval"), "train#trainer#max_epochs": "1"}
     for run in range(3):
         models = tmp_path / f"models_{run}"
-        log = run_torchrun(configs, {**args, "ckpt_dir": str(models)}, tmp_path).stdout
+        log = run_torchrun(configs, {**args, "ckpt_dir": str(models)}, tmp_path, env=ORACLE_ENV).stdout
         assert "terminate called" not in log and "communication thread(s) are still alive" not in log
+        # each rank trained on its own 3 of the 6 images, and the 4 networks agree across the ranks
+        (record, _) = assert_ranks_shared_the_work(tmp_path / "eval" / "ranks")
+        assert record["dataset_size"] == 6 and len(record["shards"][0]) == 3 and len(record["weights"]) == 4
         assert log.count("CycleGANTrainer - INFO - Epoch[1] Complete") == 2  # one a rank
         (state,) = _states(models)
         saved = torch.load(state, weights_only=True)

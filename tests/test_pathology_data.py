@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import REPO
 from helpers.bundle_scripts import bundle_module
+from shared.data import slides
 from shared.data.errors import InvalidInputError
 
 PATHOLOGY = REPO / "bundles" / "pathology_ihc_to_he_hovernet"
@@ -230,7 +231,6 @@ def _saturation_mask_before(rgb: np.ndarray, max_threshold: float = 0.08, dilati
 
 
 def test_tissue_mask_from_monai_foreground_mask_is_the_saturation_mask_it_replaced():
-    slides = bundle_module(PATHOLOGY, "slides")
     rng = np.random.default_rng(0)
     tissue = demo.render_he(demo.source_ihc()[:200, :300])  # stained tissue
     glass = np.full((200, 300, 3), 235, np.uint8) + rng.integers(0, 8, (200, 300, 3), dtype=np.uint8)
@@ -247,7 +247,6 @@ def test_monai_wsi_splitter_reads_every_window_before_filtering_which_the_region
     import tifffile
     from monai.inferers.splitter import WSISlidingWindowSplitter
 
-    slides = bundle_module(PATHOLOGY, "slides")
     path = tmp_path / "slide.tif"
     tifffile.imwrite(path, np.full((512, 512, 3), 235, np.uint8), tile=(128, 128), photometric="rgb")
     reads = []

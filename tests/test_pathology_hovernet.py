@@ -17,6 +17,7 @@ from skimage.draw import disk
 from conftest import PATHOLOGY, REPO, TINY_HOVERNET, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from shared.data.integrity import verify_sha256
+from shared.metrics.nuclei_report import NucleiReport, detection_counts, match_centroids
 
 CONFIGS = PATHOLOGY / "configs"
 hovernet = bundle_module(PATHOLOGY, "hovernet")
@@ -123,10 +124,12 @@ def test_configured_postprocessing_finds_every_known_nucleus(tmp_path):
     found = np.asarray(output["instance_map"])[0]
     assert len(np.unique(found[found > 0])) == len(DISCS)
     assert len(output["instance_info"]) == len(DISCS)
-    counts = hovernet.detection_counts(output["instance_map"], output["type_map"], instances, types)
+    counts = detection_counts(output["instance_map"], output["type_map"], instances, types, 5)
     assert counts[:, 1:].sum() == 0 and counts[0, 0] == len(DISCS)  # every nucleus matched, of its own type
     # the report handler on the same output: everything perfect
-    report = hovernet.NucleiReport(str(tmp_path), name="perfect")
+    types_of_config = ConfigParser.load_config_file(str(CONFIGS / "evaluate_hovernet.json"))["nucleus_types"]
+    assert types_of_config == list(bundle_module(PATHOLOGY, "layout").NUCLEUS_TYPES)  # PanNuke's channel order
+    report = NucleiReport(str(tmp_path), types_of_config, name="perfect")
     engine = SimpleNamespace(state=SimpleNamespace(
         output=[output], batch=[{"case": "synthetic", "label_inst": instances[None], "label_type": types[None]}]))
     report.reset()
@@ -147,10 +150,10 @@ def test_centroid_matching_pairs_one_to_one_within_the_radius():
     true = np.array([[0.0, 6.0], [0.0, 12.0]])
     # nearest-first pairing would take (0, 5)-(0, 6) and leave (0, 0) 12 px from (0, 12): the Hungarian pairing
     # finds both within 7 px
-    assert hovernet.match_centroids(predicted, true, radius=7) == (2, 0, 0)
-    assert hovernet.match_centroids(predicted, true, radius=1) == (1, 1, 1)
-    assert hovernet.match_centroids(predicted[:0], true) == (0, 0, 2)
-    assert hovernet.match_centroids(predicted, true[:0]) == (0, 2, 0)
+    assert match_centroids(predicted, true, radius=7) == (2, 0, 0)
+    assert match_centroids(predicted, true, radius=1) == (1, 1, 1)
+    assert match_centroids(predicted[:0], true) == (0, 0, 2)
+    assert match_centroids(predicted, true[:0]) == (0, 2, 0)
 
 
 def test_stage_networks_freeze_the_encoder_then_need_stage0_weights(tmp_path):

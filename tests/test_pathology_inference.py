@@ -7,7 +7,6 @@ and the pieces: post-processing equal to MONAI's, tile-wise slide reading, regio
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,19 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk, ellipse
 
-from conftest import PATHOLOGY, REPO, official_schema, overrides, run_bundle
+from conftest import ORACLE_ENV, PATHOLOGY, official_schema, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
+from shared.data import slides
 from shared.data.integrity import save_with_sha256
 from shared.networks.cyclegan import ResnetGenerator
+from shared.transforms import hovernet_postprocessing as postprocessing
 from shared.transforms.validation import UnusableImageError
 
 INFERENCE = PATHOLOGY / "configs" / "inference.json"
-slides = bundle_module(PATHOLOGY, "slides")
-postprocessing = bundle_module(PATHOLOGY, "hovernet_postprocessing")
 demo = bundle_module(PATHOLOGY, "demo")
 hovernet = bundle_module(PATHOLOGY, "hovernet")
 
-ORACLE_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
 ORACLE_HOVERNET = {"network_def": "{'_target_': 'oracle.DarkNucleiHoVerNet'}", "regions#progress": "False"}
 TINY_GENERATOR = {"base_channels": "4", "num_residual_blocks": "1"}
 BLUISH, REDDISH = (60, 40, 130), (130, 30, 60)  # the oracle types them 1 (Neoplastic) and 2 (Inflammatory)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import pytest
 
-from conftest import (BABYAI, BRATS, HIPMRI, ISPY2, PATHOLOGY, TINY_BABYAI, TINY_BRATS, TINY_CYCLEGAN, TINY_HIPMRI,
-                      TINY_HOVERNET, TINY_ISPY2, TINY_TRAIN, overrides)
+from conftest import (BABYAI, BRATS, HIPMRI, ISPY2, PATHOLOGY, RANK_RECORD, TINY_BABYAI, TINY_BRATS, TINY_CYCLEGAN,
+                      TINY_HIPMRI, TINY_HOVERNET, TINY_ISPY2, TINY_TRAIN, assert_ranks_shared_the_work, overrides)
 from helpers.hub_fixtures import download, isolated_env, run_python
 
 pytestmark = pytest.mark.slow
@@ -21,13 +23,22 @@ def _version(bundle: Path) -> str:
     return json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
 
 
-def _run(configs: list[Path], args: dict, cwd: Path, run_id: str | None = None, torchrun: bool = False) -> str:
-    """``python -m monai.bundle run`` (or torchrun with 2 CPU processes) with ``configs``, isolated; return the log."""
+def _run(configs: list[Path], args: dict, cwd: Path, run_id: str | None = None, torchrun: bool = False,
+         record_ranks: Path | None = None) -> str:
+    """``python -m monai.bundle run`` (or torchrun with 2 CPU processes) with ``configs``, isolated; return the log.
+    ``record_ranks``: a folder outside the repository where the test's rank recorder is copied and stacked last."""
+    env = isolated_env()
+    if record_ranks is not None:
+        record_ranks.mkdir(parents=True, exist_ok=True)
+        for helper in (RANK_RECORD, RANK_RECORD.with_suffix(".py")):
+            shutil.copy(helper, record_ranks / helper.name)
+        configs = [*configs, record_ranks / RANK_RECORD.name]
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(record_ranks)])
     config = str(configs[0]) if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
     command = ["-m", "monai.bundle", "run", *([run_id] if run_id else []), "--config_file", config, *overrides(args)]
     if torchrun:
         command = ["-m", "torch.distributed.run", "--nproc_per_node=2", *command]
-    result = run_python(command, isolated_env(), cwd=cwd)
+    result = run_python(command, env, cwd=cwd)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-6000:]}"
     return result.stdout
 
@@ -78,9 +89,10 @@ def test_published_brats_runs_every_config_standalone(downloaded_brats, brats_de
     assert pred.shape == nib.load(case / "BraTS20_Training_004_t2.nii.gz").shape
     _run([configs / "train.json", configs / "multi_gpu_train.json"],
          {**work, **TINY_TRAIN, "train#trainer#epoch_length": "1", "ckpt_dir": str(tmp_path / "ddp"),
-          "split#val_fraction": "0.4"}, cwd, run_id="training", torchrun=True)
+          "split#val_fraction": "0.4"}, cwd, run_id="training", torchrun=True, record_ranks=tmp_path / "recorder")
     assert (tmp_path / "ddp" / "model.pt").is_file()
     assert len(list((tmp_path / "ddp" / "training_state").glob("state_iteration=*.pt"))) == 1  # rank 0 saves, once
+    assert_ranks_shared_the_work(tmp_path / "eval" / "ranks")
 
 
 def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_demo, tmp_path):
@@ -109,8 +121,9 @@ def test_published_ispy2_runs_every_config_standalone(downloaded_ispy2, breast_d
     assert len(list((tmp_path / "out").glob("*_mask.nii.gz"))) == 5
     _run([configs / "train.json", configs / "multi_gpu_train.json"],
          {**work, "ckpt_dir": str(tmp_path / "ddp"), "split#val_fraction": "0.4"}, cwd, run_id="training",
-         torchrun=True)
+         torchrun=True, record_ranks=tmp_path / "recorder")
     assert (tmp_path / "ddp" / "model.pt").is_file()
+    assert_ranks_shared_the_work(tmp_path / "eval" / "ranks")
 
 
 def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri_demo, tmp_path):
@@ -130,8 +143,9 @@ def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri
     _run([*prior, configs / "generate.json"], {**work, "num_samples": "2"}, cwd)
     assert (tmp_path / "eval" / "generated" / "sample_001.nii.gz").is_file()
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
-         run_id="training", torchrun=True)
+         run_id="training", torchrun=True, record_ranks=tmp_path / "recorder")
     assert (tmp_path / "ddp" / "model.pt").is_file()
+    assert_ranks_shared_the_work(Path(work["output_dir"]) / "ranks")
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +171,9 @@ def test_published_babyai_runs_every_config_standalone(downloaded_babyai, babyai
     _run([configs / "synthesize.json"], {"dataset_dir": str(babyai_demo), "synthesis_dir": str(tmp_path / "thick")}, cwd)
     assert len(list((tmp_path / "thick").glob("sub-*/ses-*/anat/*_acq-k4axial_*_T2w.nii.gz"))) == 5
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
-         run_id="training", torchrun=True)
+         run_id="training", torchrun=True, record_ranks=tmp_path / "recorder")
     assert (tmp_path / "ddp" / "model.pt").is_file()
+    assert_ranks_shared_the_work(Path(work["output_dir"]) / "ranks")
 
 
 @pytest.fixture(scope="module")

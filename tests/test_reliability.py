@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BRATS, ISPY2, REPO, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides, run_bundle
+from conftest import BRATS, ISPY2, ORACLE_ENV, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
 
 pytestmark = pytest.mark.slow
-ORACLE = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])}
+ORACLE = ORACLE_ENV
 
 
 def _states(folder: Path) -> list[Path]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers.fake_hub import FakeHub
+from shared.networks.babyai_unet import babyai_unet
 
 REPO = Path(__file__).resolve().parents[2]
 ISOLATED = Path(__file__).resolve().parent / "isolated"
@@ -132,10 +133,9 @@ def published_hipmri(hub, tmp_path_factory) -> Path:
 def published_babyai(hub, tmp_path_factory) -> Path:
     """The BABY-AI bundle with freshly initialised small-preset weights, pushed."""
     from conftest import BABYAI
-    from helpers.bundle_scripts import bundle_module
 
     tmp = tmp_path_factory.mktemp("publish_babyai")
-    weights = {"models/model.pt": bundle_module(BABYAI, "networks").babyai_unet("small").state_dict()}
+    weights = {"models/model.pt": babyai_unet("small").state_dict()}
     source = bundle_copy(BABYAI, tmp / BABYAI.name, weights)
     result = publish(source, hub, tmp, "--public", token=hub.token)
     assert result.returncode == 0, result.stdout[-6000:]

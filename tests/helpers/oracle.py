@@ -29,10 +29,20 @@ class BrightSlice(torch.nn.Module):
 
 class IdentityReconstruction(torch.nn.Module):
     """A VQ-VAE stand-in that reconstructs its input exactly, with a zero quantization loss, like ``VQVAE``'s
-    ``(reconstruction, quantization_loss)``."""
+    ``(reconstruction, quantization_loss)``; its "codes" (``index_quantize``) are all code 0 of a 4-code book, and
+    its one parameter is there only to give it a device."""
+
+    num_embeddings = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.clone(), torch.zeros(())
+
+    def index_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.long, device=x.device)
 
 
 class T2wChannel(torch.nn.Module):
@@ -79,3 +89,10 @@ class DarkNucleiHoVerNet(torch.nn.Module):
         return {"nucleus_prediction": logits(nuclei, 2)[window].to(x.device),
                 "horizontal_vertical": torch.as_tensor(np.stack(hover))[window].to(x.device),
                 "type_prediction": logits(kinds, self.num_classes)[window].to(x.device)}
+
+
+class IdentityGenerator(torch.nn.Module):
+    """A translation stand-in that returns its input: its translation is the identity baseline itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()

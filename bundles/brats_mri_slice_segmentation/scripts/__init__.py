@@ -1,4 +1,5 @@
-"""BraTS 2020 study code: the dataset layout, the volume pipeline and the demo-data builder.
+"""BraTS 2020 study code: the dataset layout and the demo-data builder (the volume pipeline is a transform list in the
+configs).
 
 Configs reach this package as ``scripts.<module>`` (MONAI puts the bundle root on ``sys.path`` before ``run``);
 modules import each other relatively and generic code from ``shared``.

@@ -22,8 +22,8 @@ from PIL import Image
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
-from .codebook import code_usage
-from .prior import sample_codes
+from shared.metrics.codebook_usage import code_usage
+from shared.inferers.code_prior import sample_codes
 
 __all__ = ["generate_slices", "generation_report", "nearest_ssim", "shape_statistics"]
 

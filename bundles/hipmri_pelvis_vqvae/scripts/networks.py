@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import VQVAE
 
-from .prior import GridCodePrior
+from shared.networks.grid_code_prior import GridCodePrior
 
 __all__ = ["hipmri_vqvae", "code_prior", "latent_size", "frozen"]
 

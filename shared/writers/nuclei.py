@@ -1,10 +1,11 @@
-"""What the chained inference writes for each input ``<stem>``, in ``output_dir``:
+"""What the chained IHC -> H&E -> nuclei inference (``shared.inferers.chained_nuclei``) writes for each input
+``<stem>``, in ``output_dir``:
 
 - ``<stem>_he.png``: the H&E image HoVer-Net saw (the translation of an IHC input, or the input itself with ``stain
   he``), at the processing level; for an input larger than ``max_map_pixels`` (a whole slide at level 0) a preview
   of at most ``preview_size`` pixels a side (its scale is in the JSON).
 - ``<stem>_instances.tif`` (int32, 0 background, nucleus ``id`` elsewhere) and ``<stem>_types.tif`` (uint8, 0
-  background, 1..5 the nucleus types) at the processing level, zlib-compressed, tiled when large; ``.npy`` with
+  background, 1, 2, ... the nucleus types) at the processing level, zlib-compressed, tiled when large; ``.npy`` with
   ``map_format="npy"``. Not written for inputs larger than ``max_map_pixels`` (the JSON and GeoJSON hold every
   nucleus).
 - ``<stem>_nuclei.json``: the input, level and scales, and ``nuclei``: ``{"id", "centroid": [x, y], "type",
@@ -32,14 +33,11 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image, ImageDraw
 
-from .layout import NUCLEUS_TYPES
-
-__all__ = ["TYPE_NAMES", "TYPE_COLOURS", "Nucleus", "NucleiResult", "nuclei_json", "nuclei_geojson",
+__all__ = ["type_names_of", "TYPE_COLOURS", "Nucleus", "NucleiResult", "nuclei_json", "nuclei_geojson",
            "draw_contours", "write_label_map", "SaveNucleiOutputsd"]
 
 logger = logging.getLogger(__name__)
-TYPE_NAMES: dict[int, str] = {0: "Unclassified", **{i: name for i, name in enumerate(NUCLEUS_TYPES, start=1)}}
-# HoVer-Net's PanNuke colours: neoplastic red, inflammatory green, connective blue, dead yellow, epithelial orange
+# type 0 (a nucleus without a type) grey, then HoVer-Net's PanNuke colours: red, green, blue, yellow, orange
 TYPE_COLOURS: dict[int, tuple[int, int, int]] = {0: (128, 128, 128), 1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255),
                                                  4: (255, 255, 0), 5: (255, 165, 0)}
 
@@ -90,8 +88,12 @@ def _points(contour: np.ndarray) -> list[list[float | int]]:
     return [[_number(x), _number(y)] for x, y in contour]
 
 
-def nuclei_json(result: NucleiResult, files: Mapping[str, str | None], type_names: Mapping[int, str] = TYPE_NAMES
-                ) -> dict:
+def type_names_of(names: Sequence[str]) -> dict[int, str]:
+    """Type number -> name: ``names`` are the types 1, 2, ...; 0 is a nucleus without a type."""
+    return {0: "Unclassified", **{i: str(name) for i, name in enumerate(names, start=1)}}
+
+
+def nuclei_json(result: NucleiResult, files: Mapping[str, str | None], type_names: Mapping[int, str]) -> dict:
     """The ``<stem>_nuclei.json`` document of ``result``; ``files``: the names of the other outputs."""
     return {
         "image": result.path,
@@ -113,7 +115,7 @@ def nuclei_json(result: NucleiResult, files: Mapping[str, str | None], type_name
     }
 
 
-def nuclei_geojson(result: NucleiResult, type_names: Mapping[int, str] = TYPE_NAMES,
+def nuclei_geojson(result: NucleiResult, type_names: Mapping[int, str],
                    colours: Mapping[int, Sequence[int]] = TYPE_COLOURS) -> dict:
     """A QuPath-compatible GeoJSON ``FeatureCollection`` of ``result``'s nuclei (detections, level-0 pixels); each
     feature's ``id`` is a UUID derived from the input and the nucleus id."""
@@ -172,17 +174,19 @@ class SaveNucleiOutputsd(MapTransform):
     Args:
         keys: key of the :class:`NucleiResult` (``"pred"``).
         output_dir: the output folder.
+        type_names: the names of the nucleus types 1, 2, ... (e.g. PanNuke's five).
         map_format: ``"tif"`` or ``"npy"`` for the instance and type maps.
         case_key: key of the case name (the output files' stem).
         line_width: contour width in the overlay, in pixels.
     """
 
-    def __init__(self, keys: KeysCollection, output_dir: str, map_format: str = "tif", case_key: str = "case",
-                 line_width: int = 1, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, output_dir: str, type_names: Sequence[str], map_format: str = "tif",
+                 case_key: str = "case", line_width: int = 1, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         if map_format not in ("tif", "npy"):
             raise ValueError(f"map_format must be 'tif' or 'npy'; got {map_format!r}.")
         self.output_dir, self.map_format, self.case_key, self.line_width = output_dir, map_format, case_key, line_width
+        self.type_names = type_names_of(type_names)
 
     def write(self, result: NucleiResult, stem: str) -> dict[str, str | None]:
         """Write every output of ``result`` as ``<stem>_*``; return the file names."""
@@ -197,8 +201,8 @@ class SaveNucleiOutputsd(MapTransform):
             files["types"] = f"{stem}_types.{self.map_format}"
             write_label_map(os.path.join(self.output_dir, files["instances"]), result.instance_map.astype(np.int32))
             write_label_map(os.path.join(self.output_dir, files["types"]), result.type_map.astype(np.uint8))
-        _write_json(where["nuclei"], nuclei_json(result, files))
-        _write_json(where["geojson"], nuclei_geojson(result))
+        _write_json(where["nuclei"], nuclei_json(result, files, self.type_names))
+        _write_json(where["geojson"], nuclei_geojson(result, self.type_names))
         overlay = draw_contours(result.he_image, result.nuclei, result.he_scale, width=self.line_width)
         Image.fromarray(overlay).save(where["overlay"])
         return files

@@ -37,8 +37,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from .nuclei_outputs import NucleiResult, Nucleus
-from .slides import InputImage, Region, plan_regions, tissue_mask
+from shared.data.slides import InputImage, Region, plan_regions, tissue_mask
+from shared.writers.nuclei import NucleiResult, Nucleus
 
 __all__ = ["STAINS", "StainTranslator", "ChainedNucleiInferer", "input_of_batch"]
 

@@ -197,3 +197,43 @@ def test_images_that_do_not_overlap_raise_a_registration_error_naming_the_file(a
         rigid_register(atlas["t1"], subject["t2w"], min_overlap=1.01)
     with pytest.raises(ValueError, match="exactly one of fixed_key"):
         RigidRegisterd("t1w", fixed_key="atlas", fixed=atlas["t1"])
+
+
+@pytest.mark.parametrize("mode,order", [("linear", 1), ("cubic", 3), ("nearest", 0)])
+def test_monai_resampling_gives_the_hand_written_scipy_resampling_it_replaced(atlas, subject, mode, order):
+    """Before / after: MONAI's SpatialResample of the image placed in the reference world gives what
+    ``scipy.ndimage.affine_transform`` through the voxel map gave (the module's resampling before MONAI did it)."""
+    from scipy import ndimage
+
+    image, reference, matrix = subject["t2w"], atlas["t1"], subject["true"]
+    voxel_map = np.linalg.inv(image.affine.numpy()) @ matrix @ reference.affine.numpy()
+    expected = ndimage.affine_transform(image[0].numpy(), voxel_map[:3, :3], offset=voxel_map[:3, 3],
+                                        output_shape=reference.shape[1:], order=order, mode="constant", cval=0.0,
+                                        prefilter=order > 1)
+    resampled = resample_to_grid(image, reference, matrix, mode=mode)
+    np.testing.assert_allclose(resampled[0].numpy(), expected, atol=1e-5)
+    # and back: the map to the native grid is the same resampling with the inverse matrix
+    back = map_back(resampled, matrix, image, mode=mode)
+    inverse_map = np.linalg.inv(reference.affine.numpy()) @ np.linalg.inv(matrix) @ image.affine.numpy()
+    expected_back = ndimage.affine_transform(resampled[0].numpy(), inverse_map[:3, :3], offset=inverse_map[:3, 3],
+                                             output_shape=image.shape[1:], order=order, mode="constant", cval=0.0,
+                                             prefilter=order > 1)
+    np.testing.assert_allclose(back[0].numpy(), expected_back, atol=1e-5)
+
+
+def test_itk_receives_the_geometry_in_lps(atlas):
+    """The image handed to ITK by MONAI's bridge has the RAS affine's geometry in ITK's LPS space, as the module
+    built it by hand before."""
+    import itk
+
+    from shared.transforms.registration import _itk_image
+
+    affine = translation((7.0, -3.0, 2.0)) @ rotation(2, 20.0) @ atlas["t1"].affine.numpy()
+    volume = atlas["t1"][0].numpy()
+    handed = _itk_image(volume, affine, "atlas")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    np.testing.assert_allclose(np.asarray(handed.GetSpacing()), spacing)
+    np.testing.assert_allclose(np.asarray(handed.GetOrigin()), (FLIP @ affine)[:3, 3])
+    np.testing.assert_allclose(itk.array_from_matrix(handed.GetDirection()), (FLIP @ affine)[:3, :3] / spacing,
+                               atol=1e-12)
+    assert np.array_equal(itk.array_from_image(handed), volume.T)  # ITK's index order (x fastest)

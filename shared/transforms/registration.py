@@ -1,6 +1,12 @@
 """Rigid registration of a subject's images to a fixed space (an atlas) with ITK, resampling through a world
 transform, and the way back to the subject's native grid.
 
+ITK does the registration (images handed over by ``monai.data.itk_torch_bridge``), MONAI's ``SpatialResample`` the
+resampling (spline orders 0, 1, 3 through ``scipy.ndimage``) and its inverse. What this module adds, because neither
+library has it: the registration set up once with its checks (constant, non-finite or sheared images, ITK's errors
+and a final field-of-view overlap check, each naming the moving file), and an invertible transform that resamples
+through a world matrix, which ``ResampleToMatch`` cannot (it aligns the grids as they are in world space).
+
 Conventions used throughout:
 
 - images are channel-first MONAI ``MetaTensor`` s whose ``.affine`` maps voxel indices to world millimetres in RAS
@@ -27,9 +33,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, LoadImage, MapTransform
+from monai.data.itk_torch_bridge import metatensor_to_itk_image
+from monai.data.utils import orientation_ras_lps
+from monai.transforms import InvertibleTransform, LoadImage, MapTransform, SpatialResample
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, TraceKeys, ensure_tuple_rep
-from scipy import ndimage
 
 __all__ = [
     "INTERPOLATION_ORDERS",
@@ -43,12 +50,10 @@ __all__ = [
     "rigid_register",
 ]
 
-# interpolation name -> spline order used by scipy.ndimage (MONAI's names are accepted too)
+# interpolation name -> spline order, MONAI's SpatialResample ``mode`` (MONAI's names are accepted too)
 INTERPOLATION_ORDERS = {"nearest": 0, "linear": 1, "bilinear": 1, "trilinear": 1, "cubic": 3, "bicubic": 3,
                         "bspline": 3}
-# the name recorded in the applied operations: one that MONAI's Invertd(nearest_interp=True) knows to replace
-_RECORDED_MODE = {0: "nearest", 1: "bilinear", 3: "bicubic"}
-_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+_RAS_LPS = orientation_ras_lps(np.eye(4))  # its own inverse
 _INITIALIZERS = ("moments", "geometry", None)
 
 ImageLike = MetaTensor | torch.Tensor | np.ndarray
@@ -148,8 +153,6 @@ def _grid(reference: Grid) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, str
 
 def _itk_image(volume: np.ndarray, ras_affine: np.ndarray, name: str):
     """An ``itk.Image[F, 3]`` with the geometry of ``ras_affine`` in ITK's LPS physical space."""
-    import itk
-
     linear = ras_affine[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     if np.any(spacing <= 0) or not np.all(np.isfinite(ras_affine)):
@@ -157,12 +160,9 @@ def _itk_image(volume: np.ndarray, ras_affine: np.ndarray, name: str):
     direction = _RAS_LPS[:3, :3] @ linear / spacing
     if np.abs(direction.T @ direction - np.eye(3)).max() > 1e-3:
         raise RegistrationError(f"{name}: the affine has shear; ITK registration needs orthogonal voxel axes.")
-    # ITK orders axes (x, y, z) fastest first, numpy's C order is (z, y, x): reverse the axes
-    image = itk.image_from_array(np.ascontiguousarray(volume.T, dtype=np.float32))
-    image.SetSpacing(spacing.tolist())
-    image.SetOrigin((_RAS_LPS[:3, :3] @ ras_affine[:3, 3]).tolist())
-    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
-    return image
+    placed = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)),
+                        affine=torch.as_tensor(ras_affine, dtype=torch.float64), meta={MetaKeys.SPACE: SpaceKeys.RAS})
+    return metatensor_to_itk_image(placed, channel_dim=None)
 
 
 def _check_content(volume: np.ndarray, name: str) -> None:
@@ -337,6 +337,47 @@ def rigid_register(
 # ------------------------------------------------------------------------------------------------------- resampling
 
 
+def _placed(image: ImageLike, ras_affine: np.ndarray) -> MetaTensor:
+    """``image`` (channel first, or a 3D array) as a MetaTensor whose affine is ``ras_affine`` (in RAS), keeping its
+    meta data and applied operations."""
+    data = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image)
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4:
+        raise ValueError(f"need a channel-first 3D image (C, X, Y, Z), got shape {tuple(data.shape)}.")
+    meta = deepcopy(dict(image.meta)) if isinstance(image, MetaTensor) else {}
+    meta.pop(MetaKeys.AFFINE, None)
+    meta[MetaKeys.SPACE] = SpaceKeys.RAS.value
+    applied = deepcopy(image.applied_operations) if isinstance(image, MetaTensor) else None
+    return MetaTensor(data, affine=torch.as_tensor(ras_affine, dtype=torch.float64), meta=meta,
+                      applied_operations=applied)
+
+
+def _resample(resampler: SpatialResample, placed: MetaTensor, grid: tuple, mode: str, padding_value: float
+              ) -> MetaTensor:
+    """``placed`` resampled by MONAI onto ``grid`` (``_grid``'s tuple) with the spline order of ``mode``, outside
+    voxels ``padding_value``; nearest neighbour keeps the dtype (labels), the other orders give float32."""
+    shape, ras, raw, space = grid
+    order = INTERPOLATION_ORDERS[mode]
+    dtype = placed.dtype if order == 0 else torch.float32
+    source = placed if order == 0 else placed.float()
+    if padding_value:  # MONAI pads with zeros; interpolation commutes with a constant shift
+        source = source - padding_value
+    out = resampler(source, dst_affine=torch.as_tensor(ras, dtype=torch.float64), spatial_size=shape, mode=order,
+                    padding_mode="zeros")
+    if padding_value:
+        out = out + padding_value
+    out = out.to(dtype)
+    out.affine = torch.as_tensor(raw, dtype=torch.float64)
+    out.meta[MetaKeys.SPACE] = space
+    if "pixdim" in out.meta:
+        pixdim = np.array(out.meta["pixdim"], dtype=np.float64).reshape(-1)
+        if pixdim.size >= 4:
+            pixdim[1:4] = np.linalg.norm(raw[:3, :3], axis=0)
+            out.meta["pixdim"] = pixdim
+    return out
+
+
 def resample_to_grid(
     image: ImageLike,
     reference: Grid,
@@ -358,43 +399,18 @@ def resample_to_grid(
 
     Returns:
         a MetaTensor on the reference grid (shape and affine, in the reference's space) carrying the image's meta
-        data and applied operations; float32 unless ``mode="nearest"``.
+        data and applied operations (this function adds none); float32 unless ``mode="nearest"``.
     """
     if mode not in INTERPOLATION_ORDERS:
         raise ValueError(f"mode must be one of {sorted(INTERPOLATION_ORDERS)}, got {mode!r}.")
-    order = INTERPOLATION_ORDERS[mode]
-    shape, ref_ras, ref_raw, ref_space = _grid(reference)
-    src_ras = _ras_affine(image, image_affine)
     world = np.eye(4) if transform is None else _as_matrix(transform)
-    # output voxel -> reference world -> image world -> image voxel
-    voxel_map = np.linalg.inv(src_ras) @ world @ ref_ras
-    data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    squeeze = data.ndim == 3
-    if squeeze:
-        data = data[None]
-    if data.ndim != 4:
-        raise ValueError(f"need a channel-first 3D image (C, X, Y, Z), got shape {tuple(data.shape)}.")
-    dtype = data.dtype if order == 0 else np.float32
-    out = np.empty((data.shape[0], *shape), dtype=dtype)
-    for c in range(data.shape[0]):
-        channel = data[c] if order == 0 else data[c].astype(np.float32, copy=False)
-        ndimage.affine_transform(channel, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=shape,
-                                 output=out[c], order=order, mode="constant", cval=padding_value,
-                                 prefilter=order > 1)
-    tensor = torch.as_tensor(out[0] if squeeze else out)
-    if isinstance(image, torch.Tensor):
-        tensor = tensor.to(image.device)
-    meta = deepcopy(dict(image.meta)) if isinstance(image, MetaTensor) else {}
-    meta.pop(MetaKeys.AFFINE, None)
-    meta[MetaKeys.SPACE] = ref_space
-    if "pixdim" in meta:
-        pixdim = np.array(meta["pixdim"], dtype=np.float64).reshape(-1)
-        if pixdim.size >= 4:
-            pixdim[1:4] = np.linalg.norm(ref_raw[:3, :3], axis=0)
-            meta["pixdim"] = pixdim
-    applied = deepcopy(image.applied_operations) if isinstance(image, MetaTensor) else None
-    return MetaTensor(tensor, affine=torch.as_tensor(ref_raw, dtype=torch.float64), meta=meta,
-                      applied_operations=applied)
+    # the image's voxels placed in the reference's world: p_ref = inv(T) @ p_image
+    placed = _placed(image, np.linalg.inv(world) @ _ras_affine(image, image_affine))
+    resampler = SpatialResample()
+    with resampler.trace_transform(False):
+        out = _resample(resampler, placed, _grid(reference), mode, padding_value)
+    out = out[0] if torch.as_tensor(image).ndim == 3 else out
+    return out.to(image.device) if isinstance(image, torch.Tensor) else out
 
 
 def map_back(
@@ -428,10 +444,12 @@ class RigidRegister(InvertibleTransform):
     """Register a moving image rigidly to a fixed one and resample it onto the fixed grid.
 
     ``__call__(moving, fixed)`` returns ``moving`` on ``fixed``'s grid (shape and affine), with the fixed-to-moving
-    RAS matrix (see :func:`rigid_register`) in ``meta["rigid_to_fixed"]`` and in the applied operations, so that
-    :meth:`inverse` (or ``Invertd``) maps an image of the fixed space back to the moving image's native grid.
-    Give ``matrix`` to apply a known registration instead of computing one. Keyword arguments other than ``mode``
-    and ``padding_value`` go to :func:`rigid_register`.
+    RAS matrix (see :func:`rigid_register`) in ``meta["rigid_to_fixed"]``. The resampling is MONAI's
+    ``SpatialResample`` of the moving image placed in the fixed world (its affine moved by the inverse matrix), and it
+    is recorded in the applied operations with this transform's own record (the native affine), so that
+    :meth:`inverse` (or ``Invertd``, whose ``nearest_interp`` applies to MONAI's record) maps an image of the fixed
+    space back to the moving image's native grid. Give ``matrix`` to apply a known registration instead of computing
+    one. Keyword arguments other than ``mode`` and ``padding_value`` go to :func:`rigid_register`.
     """
 
     backend = [torch.Tensor, np.ndarray]
@@ -442,6 +460,7 @@ class RigidRegister(InvertibleTransform):
             raise ValueError(f"mode must be one of {sorted(INTERPOLATION_ORDERS)}, got {mode!r}.")
         self.mode, self.padding_value = mode, padding_value
         self.registration_options = registration_options
+        self.resampler = SpatialResample()
 
     def register(self, moving: ImageLike, fixed: ImageLike) -> RigidResult:
         """The rigid registration of ``moving`` to ``fixed``, without resampling."""
@@ -456,28 +475,27 @@ class RigidRegister(InvertibleTransform):
         if matrix is None:
             matrix = self.register(moving, fixed).matrix
         matrix = _as_matrix(matrix)
-        mode = mode or self.mode
-        native_shape, _, native_raw, native_space = _grid(moving)
-        out = resample_to_grid(moving, fixed, matrix, mode=mode, padding_value=self.padding_value)
+        native_shape, native_ras, native_raw, native_space = _grid(moving)
+        placed = _placed(moving, np.linalg.inv(matrix) @ native_ras)
+        out = _resample(self.resampler, placed, _grid(fixed), mode or self.mode, self.padding_value)
         out.meta[self.matrix_meta_key] = torch.as_tensor(matrix, dtype=torch.float64)
         extra = {"matrix": torch.as_tensor(matrix, dtype=torch.float64),
-                 "native_affine": torch.as_tensor(native_raw, dtype=torch.float64),
-                 "native_space": native_space, "mode": _RECORDED_MODE[INTERPOLATION_ORDERS[mode]],
+                 "native_affine": torch.as_tensor(native_raw, dtype=torch.float64), "native_space": native_space,
                  "padding_value": self.padding_value}
         self.push_transform(out, orig_size=native_shape, extra_info=extra)
         return out
 
     def inverse(self, data: torch.Tensor) -> MetaTensor:
         """Map ``data`` (an image of the fixed space, e.g. the network output) back to the native grid."""
-        transform = self.pop_transform(data)
-        extra = transform[TraceKeys.EXTRA_INFO]
-        raw = np.asarray(torch.as_tensor(extra["native_affine"]).cpu(), dtype=np.float64)
-        space = str(extra.get("native_space", SpaceKeys.RAS.value))
-        ras = _RAS_LPS @ raw if space == SpaceKeys.LPS.value else raw
-        shape = tuple(int(s) for s in transform[TraceKeys.ORIG_SIZE])
-        out = map_back(data, extra["matrix"], (shape, ras), mode=extra["mode"], padding_value=extra["padding_value"])
-        out.affine = torch.as_tensor(raw, dtype=torch.float64)
-        out.meta[MetaKeys.SPACE] = space
+        extra = self.pop_transform(data)[TraceKeys.EXTRA_INFO]
+        data.affine = torch.as_tensor(_ras_affine(data), dtype=torch.float64)  # MONAI resamples in RAS
+        data.meta[MetaKeys.SPACE] = SpaceKeys.RAS.value
+        dtype, padding = data.dtype, float(extra.get("padding_value", 0.0))
+        out = self.resampler.inverse(data - padding if padding else data)
+        out = (out + padding if padding else out).to(dtype if not dtype.is_floating_point else torch.float32)
+        out.affine = torch.as_tensor(extra["native_affine"], dtype=torch.float64)
+        out.meta[MetaKeys.SPACE] = str(extra.get("native_space", SpaceKeys.RAS.value))
+        out.meta.pop(self.matrix_meta_key, None)
         return out
 
 

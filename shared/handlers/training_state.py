@@ -20,6 +20,8 @@ __all__ = ["TrainingState", "TrainingStateError", "STATE_FILE", "state_to_resume
 
 logger = logging.getLogger(__name__)
 STATE_FILE = re.compile(r"^state_iteration=(\d+)\.pt$")
+# optimiser settings a resumed run takes from the state (PyTorch's load_state_dict restores them); told when they differ
+_HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "betas", "eps", "amsgrad")
 FORMAT = 1
 
 
@@ -43,16 +45,20 @@ def _case_names(split: Mapping | None) -> dict[str, list[str]]:
 
 
 def complete_states(state_dir: str | Path) -> list[Path]:
-    """The complete states in ``state_dir`` (a sha256 sidecar was written after them), newest first."""
+    """The complete states in ``state_dir`` (a sha256 sidecar was written after them), the one saved last first:
+    by the time their sidecars were written, not by iteration (another run's state may have more iterations)."""
     state_dir = Path(state_dir)
     if not state_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in state_dir.iterdir() if (m := STATE_FILE.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True) if recorded_sha256(p) is not None]
+    found = []
+    for path in state_dir.iterdir():
+        if (match := STATE_FILE.match(path.name)) and recorded_sha256(path) is not None:
+            found.append((sidecar_path(path).stat().st_mtime_ns, int(match.group(1)), path))
+    return [path for *_, path in sorted(found, reverse=True)]
 
 
 def state_to_resume(state_dir: str | Path, resume: str | None) -> Path | None:
-    """The state file that ``resume`` names: ``None`` for none, the newest complete state in ``state_dir`` for
+    """The state file that ``resume`` names: ``None`` for none, the complete state saved last in ``state_dir`` for
     ``"latest"`` (``None`` when there is none yet), else the path itself, which must exist. A train config calls
     this first, so that a wrong ``--resume_checkpoint`` stops the run before any data is loaded."""
     if not resume:
@@ -76,15 +82,17 @@ def state_to_resume(state_dir: str | Path, resume: str | None) -> Path | None:
 class TrainingState:
     """Save everything a resumed run needs, atomically (a partial file, then a rename, with a sha256 sidecar), at
     the end of every epoch (after validation), every ``save_every_iterations`` iterations, and when training ends;
-    keep the ``keep_last`` newest states in ``state_dir`` as ``state_iteration=<n>.pt``. With ``resume``, load one
+    keep this run's ``keep_last`` newest states in ``state_dir`` as ``state_iteration=<n>.pt`` (another run's states
+    there are never deleted; one this run overwrites is logged). With ``resume``, load one
     before the first iteration, so the run ends with exactly the epochs and iterations of an uninterrupted one.
 
     A state holds: the trainer's progress (iteration, epoch length), the ``objects`` (networks, optimisers,
     schedulers, any object with ``state_dict``), the trainer's AMP scaler, the validator's best metric and its epoch
     (so best-weights selection goes on where it stopped), and the settings it was saved under: epoch length, batch
-    size, world size, each network's parameter shapes and the training / validation cases of ``split``. A state whose
-    settings differ from the run's is refused with the differences. ``max_epochs`` may grow: resuming with a larger
-    one trains on.
+    size, world size, each network's parameter shapes, the training / validation cases of ``split`` and each
+    optimiser's hyperparameters. A state whose settings differ from the run's is refused with the differences; one
+    whose optimiser hyperparameters differ (e.g. another ``--optimizer#lr``) is resumed with the state's values, as
+    PyTorch restores them, and a warning lists them. ``max_epochs`` may grow: resuming with a larger one trains on.
 
     Each epoch reseeds the random generators from ``seed`` and the epoch number (torch, numpy, Python, and the
     dataset's transforms when the loader has no workers), so resuming from an end-of-epoch state replays the same
@@ -96,10 +104,10 @@ class TrainingState:
         objects: the run's stateful objects besides the trainer, e.g. ``{"network": ..., "optimizer": ...}``.
         validator: the validation engine, if any.
         split: the datalist the run trains on (``{"training": [...], "validation": [...]}``).
-        resume: ``None`` (start afresh), ``"latest"`` (the newest complete state in ``state_dir``; afresh when there
-            is none), or the path of a state file, which must exist.
+        resume: ``None`` (start afresh), ``"latest"`` (the complete state saved last in ``state_dir``; afresh when
+            there is none), or the path of a state file, which must exist.
         save_every_iterations: also save every N iterations, for long epochs; ``None``: epoch ends only.
-        keep_last: how many of the newest states to keep.
+        keep_last: how many of this run's newest states to keep (the state it resumed from counts as its own).
         seed: base of the per-epoch seeds; ``None`` leaves the generators alone.
     """
 
@@ -121,6 +129,7 @@ class TrainingState:
         self.resume, self.save_every_iterations = resume, save_every_iterations
         self.keep_last, self.seed = keep_last, seed
         self._last_saved: int | None = None
+        self._own: list[Path] = []  # the states this run wrote (and the one it resumed from), oldest first
 
     # --- wiring ------------------------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -153,9 +162,11 @@ class TrainingState:
         # a module's extra state (e.g. a network preset) is a setting too
         networks = {name: [[k, list(v.shape) if isinstance(v, torch.Tensor) else v] for k, v in obj.state_dict().items()]
                     for name, obj in self._stateful(engine).items() if isinstance(obj, torch.nn.Module)}
+        optimizers = {name: [{k: group[k] for k in _HYPERPARAMETERS if k in group} for group in obj.param_groups]
+                      for name, obj in self._stateful(engine).items() if isinstance(obj, torch.optim.Optimizer)}
         return {"epoch_length": engine.state.epoch_length, "batch_size": getattr(loader, "batch_size", None),
                 "world_size": dist.get_world_size() if dist.is_initialized() else 1, "networks": networks,
-                "cases": self.cases}
+                "cases": self.cases, "optimizers": optimizers}
 
     # --- saving ------------------------------------------------------------------------------------------------
     def save(self, engine: Engine) -> Path | None:
@@ -174,17 +185,21 @@ class TrainingState:
             "settings": self._settings(engine),
         }
         path = self.state_dir / f"state_iteration={iteration:09d}.pt"
+        if path.exists() and path not in self._own:
+            logger.warning(f"{path} holds another run's state at the same iteration; this run's state replaces it.")
         save_with_sha256(state, path)
         self._last_saved = iteration
+        self._own = [p for p in self._own if p != path] + [path]
         self._prune()
         epochs = iteration / engine.state.epoch_length
         logger.info(f"training state after {epochs:g} epoch(s) ({iteration} iterations) saved to {path}")
         return path
 
     def _prune(self) -> None:
-        for old in self.states()[self.keep_last :]:
+        for old in self._own[: -self.keep_last]:
             old.unlink(missing_ok=True)
             sidecar_path(old).unlink(missing_ok=True)
+        self._own = self._own[-self.keep_last :]
         for partial in self.state_dir.glob("*.partial"):
             partial.unlink(missing_ok=True)
 
@@ -200,7 +215,9 @@ class TrainingState:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
             raise TrainingStateError(f"{path} is not a training state written by shared.handlers.TrainingState.")
-        self._check_settings(path, state["settings"], self._settings(engine))
+        current = self._settings(engine)
+        self._check_settings(path, state["settings"], current)
+        self._tell_optimizer_differences(path, state["settings"].get("optimizers"), current["optimizers"])
         stateful = self._stateful(engine)
         missing = sorted(set(stateful) - set(state["objects"]))
         if missing:
@@ -217,8 +234,20 @@ class TrainingState:
             self.validator.state.best_metric = state["validator"]["best_metric"]
             self.validator.state.best_metric_epoch = state["validator"]["best_metric_epoch"]
         self._last_saved = engine.state.iteration
+        self._own = [path]
         logger.info(f"resumed from {path}: epoch {engine.state.epoch}, iteration {engine.state.iteration} of "
                     f"{max_epochs * engine.state.epoch_length}")
+
+    @staticmethod
+    def _tell_optimizer_differences(path: Path, saved: dict | None, current: dict) -> None:
+        if saved is None:  # a state saved before optimisers were recorded
+            return
+        differ = [f"{name} {key} {theirs[key]} there, {ours[key]} here"
+                  for name, groups in current.items() for ours, theirs in zip(groups, saved.get(name, []))
+                  for key in ours if key in theirs and ours[key] != theirs[key]]
+        if differ:
+            logger.warning(f"{path} was saved with other optimiser settings; the resumed run goes on with the saved "
+                           f"ones: {'; '.join(differ)}. Start afresh (no --resume_checkpoint) to train with yours.")
 
     @staticmethod
     def _check_settings(path: Path, saved: dict, current: dict) -> None:

@@ -73,6 +73,7 @@ def assert_ranks_shared_the_work(ranks_dir: Path, world_size: int = 2) -> list[d
     that cover the dataset; every network ended with the same weights on every rank."""
     records = [json.loads((ranks_dir / f"rank_{r}.json").read_text()) for r in range(world_size)]
     assert [r["world_size"] for r in records] == [world_size] * world_size
+    assert records[0]["shards"] and all(len(r["shards"]) == len(records[0]["shards"]) for r in records)
     for epoch in range(len(records[0]["shards"])):
         shards = [set(r["shards"][epoch]) for r in records]
         assert all(len(s) > 0 for s in shards)

@@ -37,7 +37,9 @@ def test_brats_train_learns_and_a_network_that_cannot_learn_fails_the_check(brat
     learning, frozen = losses_on_one_batch(BRATS, [(train, args, "loss", ITERATIONS),
                                                    (train, {**args, "optimizer#lr": "0.0"}, "loss", ITERATIONS)])
     _assert_learns([learning])
-    with pytest.raises(AssertionError):  # the control: the same steps with a learning rate of 0
+    # the control: the same steps with a learning rate of 0 keep the first loss, and the check refuses them
+    assert frozen["losses"] == pytest.approx([frozen["losses"][0]] * ITERATIONS, rel=1e-6)
+    with pytest.raises(AssertionError, match="losses"):
         _assert_learns([frozen])
 
 

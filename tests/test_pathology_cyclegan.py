@@ -205,6 +205,7 @@ def test_multi_gpu_variant_runs_to_a_clean_exit_again_and_again_with_torchrun_on
             "output_dir": str(tmp_path / "eval"), "train#trainer#max_epochs": "1"}
     for run in range(3):
         models = tmp_path / f"models_{run}"
+        shutil.rmtree(tmp_path / "eval" / "ranks", ignore_errors=True)  # this run's records only
         log = run_torchrun(configs, {**args, "ckpt_dir": str(models)}, tmp_path, env=ORACLE_ENV).stdout
         assert "terminate called" not in log and "communication thread(s) are still alive" not in log
         # each rank trained on its own 3 of the 6 images, and the 4 networks agree across the ranks

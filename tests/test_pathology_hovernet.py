@@ -127,8 +127,13 @@ def test_configured_postprocessing_finds_every_known_nucleus(tmp_path):
     counts = detection_counts(output["instance_map"], output["type_map"], instances, types, 5)
     assert counts[:, 1:].sum() == 0 and counts[0, 0] == len(DISCS)  # every nucleus matched, of its own type
     # the report handler on the same output: everything perfect
-    types_of_config = ConfigParser.load_config_file(str(CONFIGS / "evaluate_hovernet.json"))["nucleus_types"]
-    assert types_of_config == list(bundle_module(PATHOLOGY, "layout").NUCLEUS_TYPES)  # PanNuke's channel order
+    # the type names of the training config (evaluate_hovernet.json inherits them) and of inference.json are
+    # PanNuke's channels in order, one type-prediction channel each after the background
+    for config in ("train_hovernet.json", "inference.json"):
+        values = ConfigParser.load_config_file(str(CONFIGS / config))
+        assert values["nucleus_types"] == list(bundle_module(PATHOLOGY, "layout").NUCLEUS_TYPES), config
+        assert values["num_classes"] == len(values["nucleus_types"]) + 1, config
+    types_of_config = values["nucleus_types"]
     report = NucleiReport(str(tmp_path), types_of_config, name="perfect")
     engine = SimpleNamespace(state=SimpleNamespace(
         output=[output], batch=[{"case": "synthetic", "label_inst": instances[None], "label_type": types[None]}]))

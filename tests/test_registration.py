@@ -129,9 +129,14 @@ def test_array_transform_maps_to_the_atlas_and_back_to_the_native_grid(atlas, su
     back = map_back(registered, matrix, t1w)
     assert back.shape == t1w.shape and torch.equal(back.affine, t1w.affine)
     assert correlation_in_brain(back, t1w) > 0.95
+    as_registered = (registered.affine.clone(), len(registered.applied_operations))
     inverted = register.inverse(registered)  # the same through the applied operations
     assert inverted.shape == t1w.shape and torch.equal(inverted.affine, t1w.affine)
     assert torch.allclose(inverted, back) and not inverted.applied_operations
+    # the caller's tensor is left as it was
+    assert torch.equal(registered.affine, as_registered[0]) and len(registered.applied_operations) == as_registered[1]
+    # an integer image inverted through a linear record is interpolated: float32, not truncated to integers
+    assert register.inverse((registered > 0.5 * registered.max()).to(torch.uint8)).dtype == torch.float32
     # a known matrix is applied without registering again
     assert torch.allclose(register(t1w, atlas["t1"], matrix=matrix), registered)
 

@@ -349,8 +349,21 @@ def _placed(image: ImageLike, ras_affine: np.ndarray) -> MetaTensor:
     meta.pop(MetaKeys.AFFINE, None)
     meta[MetaKeys.SPACE] = SpaceKeys.RAS.value
     applied = deepcopy(image.applied_operations) if isinstance(image, MetaTensor) else None
-    return MetaTensor(data, affine=torch.as_tensor(ras_affine, dtype=torch.float64), meta=meta,
+    # MONAI's spline orders run scipy (cupy on a GPU, which we do not require): resample on the CPU
+    return MetaTensor(data.cpu(), affine=torch.as_tensor(ras_affine, dtype=torch.float64), meta=meta,
                       applied_operations=applied)
+
+
+def _on_grid(out: MetaTensor, raw_affine: np.ndarray, space: str) -> MetaTensor:
+    """``out`` with the grid's affine as given (``raw_affine``, in ``space``) and its voxel sizes in ``pixdim``."""
+    out.affine = torch.as_tensor(raw_affine, dtype=torch.float64)
+    out.meta[MetaKeys.SPACE] = space
+    if "pixdim" in out.meta:
+        pixdim = np.array(out.meta["pixdim"], dtype=np.float64).reshape(-1)
+        if pixdim.size >= 4:
+            pixdim[1:4] = np.linalg.norm(raw_affine[:3, :3], axis=0)
+            out.meta["pixdim"] = pixdim
+    return out
 
 
 def _resample(resampler: SpatialResample, placed: MetaTensor, grid: tuple, mode: str, padding_value: float
@@ -367,15 +380,7 @@ def _resample(resampler: SpatialResample, placed: MetaTensor, grid: tuple, mode:
                     padding_mode="zeros")
     if padding_value:
         out = out + padding_value
-    out = out.to(dtype)
-    out.affine = torch.as_tensor(raw, dtype=torch.float64)
-    out.meta[MetaKeys.SPACE] = space
-    if "pixdim" in out.meta:
-        pixdim = np.array(out.meta["pixdim"], dtype=np.float64).reshape(-1)
-        if pixdim.size >= 4:
-            pixdim[1:4] = np.linalg.norm(raw[:3, :3], axis=0)
-            out.meta["pixdim"] = pixdim
-    return out
+    return _on_grid(out.to(dtype), raw, space)
 
 
 def resample_to_grid(
@@ -409,7 +414,7 @@ def resample_to_grid(
     resampler = SpatialResample()
     with resampler.trace_transform(False):
         out = _resample(resampler, placed, _grid(reference), mode, padding_value)
-    out = out[0] if torch.as_tensor(image).ndim == 3 else out
+    out = out[0] if np.ndim(image) == 3 else out
     return out.to(image.device) if isinstance(image, torch.Tensor) else out
 
 
@@ -477,7 +482,7 @@ class RigidRegister(InvertibleTransform):
         matrix = _as_matrix(matrix)
         native_shape, native_ras, native_raw, native_space = _grid(moving)
         placed = _placed(moving, np.linalg.inv(matrix) @ native_ras)
-        out = _resample(self.resampler, placed, _grid(fixed), mode or self.mode, self.padding_value)
+        out = _resample(self.resampler, placed, _grid(fixed), mode or self.mode, self.padding_value).to(moving.device)
         out.meta[self.matrix_meta_key] = torch.as_tensor(matrix, dtype=torch.float64)
         extra = {"matrix": torch.as_tensor(matrix, dtype=torch.float64),
                  "native_affine": torch.as_tensor(native_raw, dtype=torch.float64), "native_space": native_space,
@@ -486,17 +491,21 @@ class RigidRegister(InvertibleTransform):
         return out
 
     def inverse(self, data: torch.Tensor) -> MetaTensor:
-        """Map ``data`` (an image of the fixed space, e.g. the network output) back to the native grid."""
+        """Map ``data`` (an image of the fixed space, e.g. the network output) back to the native grid: float32,
+        or ``data``'s own dtype where the recorded interpolation is nearest neighbour (labels, as ``Invertd``'s
+        ``nearest_interp`` makes it). ``data`` itself is left as it is."""
+        device = data.device
+        data = data.to("cpu", copy=True)  # a copy (not the caller's tensor), on the CPU for MONAI's spline orders
         extra = self.pop_transform(data)[TraceKeys.EXTRA_INFO]
+        nearest = data.applied_operations[-1][TraceKeys.EXTRA_INFO]["mode"] in (0, "nearest")
         data.affine = torch.as_tensor(_ras_affine(data), dtype=torch.float64)  # MONAI resamples in RAS
         data.meta[MetaKeys.SPACE] = SpaceKeys.RAS.value
         dtype, padding = data.dtype, float(extra.get("padding_value", 0.0))
         out = self.resampler.inverse(data - padding if padding else data)
-        out = (out + padding if padding else out).to(dtype if not dtype.is_floating_point else torch.float32)
-        out.affine = torch.as_tensor(extra["native_affine"], dtype=torch.float64)
-        out.meta[MetaKeys.SPACE] = str(extra.get("native_space", SpaceKeys.RAS.value))
+        out = (out + padding if padding else out).to(dtype if nearest else torch.float32)
         out.meta.pop(self.matrix_meta_key, None)
-        return out
+        native = np.asarray(torch.as_tensor(extra["native_affine"]), dtype=np.float64)
+        return _on_grid(out, native, str(extra.get("native_space", SpaceKeys.RAS.value))).to(device)
 
 
 class RigidRegisterd(MapTransform, InvertibleTransform):

@@ -16,7 +16,9 @@ def weights_digest(network: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key in sorted(state):
         digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+        value = state[key]  # a tensor, or a module's extra state (e.g. BABY-AI's preset record)
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes() if torch.is_tensor(value) else
+                      repr(value).encode())
     return digest.hexdigest()
 
 

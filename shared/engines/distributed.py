@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-__all__ = ["communication_threads", "is_not_rank0", "local_device", "release_process_group"]
+__all__ = ["communication_threads", "is_not_rank0", "release_process_group"]
 
 logger = logging.getLogger(__name__)
 # what a DistributedDataParallel wrapper holds the process group by (torch 2.13)
@@ -35,11 +35,6 @@ def is_not_rank0() -> bool:
     """True in every process of a multi-process run but the first: the configs disable the handlers that only write
     (stats, TensorBoard, progress bar, best weights) with ``"_disabled_": "@is_not_rank0"``."""
     return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
-
-
-def local_device() -> torch.device:
-    """This process's device in a torchrun run: the GPU of its node-local rank (``LOCAL_RANK``), else the CPU."""
-    return torch.device("cuda", dist.get_node_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def communication_threads() -> list[str]:

@@ -9,16 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-SCRIPT = """
-import ast, json, sys
+from helpers.properties import CLI_VALUE
+
+SCRIPT = CLI_VALUE + """
+import json, sys
 import torch
 from monai.bundle import ConfigParser
-
-def value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 bundle, runs = sys.argv[1], ast.literal_eval(sys.argv[2])
 sys.path.insert(0, bundle)  # what `run` does before running

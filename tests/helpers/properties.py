@@ -7,15 +7,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-SCRIPT = """
-import ast, sys
-from monai.bundle import ConfigWorkflow
+# a command-line override's value as `monai.bundle run` reads it (Python literals, else the string)
+CLI_VALUE = """
+import ast
 
 def value(text):
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+"""
+
+SCRIPT = CLI_VALUE + """
+import sys
+from monai.bundle import ConfigWorkflow
 
 bundle, checks, meta = sys.argv[1], ast.literal_eval(sys.argv[2]), sys.argv[3] or None
 sys.path.insert(0, bundle)  # what `run` does before running; programmatic use needs it too

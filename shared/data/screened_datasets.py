@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch.distributed as dist
-from monai.data import CacheDataset, Dataset
+from monai.data import CacheDataset, Dataset, MetaTensor
 from monai.transforms import apply_transform
 
-from shared.data.case_names import case_label
+from shared.data.case_names import case_label, checked_case_names
 from shared.data.errors import root_cause
 from shared.data.splits import add_excluded
 
@@ -91,12 +91,23 @@ class ScreenedCacheDataset(CacheDataset):
 class CaseDataset(Dataset):
     """``monai.data.Dataset`` of whole cases in which a case that fails to load or to preprocess becomes the record
     ``{"case": name, CASE_ERROR_KEY: reason}`` instead of an exception that would end the run (inside a DataLoader
-    worker, it would end the loader too). Every item carries its ``case`` name. Use it with ``batch_size=1``."""
+    worker, it would end the loader too). Use it with ``batch_size=1``.
+
+    Every item carries its ``case`` name, also in the metadata of its images (``meta["case"]``), where the output
+    writers read it. The names are checked when the dataset is made (``shared.data.case_names.checked_case_names``):
+    inputs that share a name stop the run before its first case, named, since their outputs would overwrite each
+    other."""
+
+    def __init__(self, data: Sequence, transform: Sequence[Callable] | Callable | None = None) -> None:
+        super().__init__(checked_case_names(data), transform)
 
     def _transform(self, index: int):
         item = dict(self.data[index])
-        item.setdefault("case", case_label(item, index))
         try:
-            return apply_transform(self.transform, item) if self.transform is not None else item
+            loaded = apply_transform(self.transform, item) if self.transform is not None else item
         except Exception as e:
             return {"case": item["case"], CASE_ERROR_KEY: root_cause(e)}
+        for value in loaded.values() if isinstance(loaded, dict) else ():
+            if isinstance(value, MetaTensor):
+                value.meta["case"] = item["case"]
+        return loaded

@@ -33,6 +33,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image, ImageDraw
 
+from shared.data.case_names import plain_case_name
+from shared.writers.naming import output_path
+
 __all__ = ["type_names_of", "TYPE_COLOURS", "Nucleus", "NucleiResult", "nuclei_json", "nuclei_geojson",
            "draw_contours", "write_label_map", "SaveNucleiOutputsd"]
 
@@ -190,17 +193,19 @@ class SaveNucleiOutputsd(MapTransform):
 
     def write(self, result: NucleiResult, stem: str) -> dict[str, str | None]:
         """Write every output of ``result`` as ``<stem>_*``; return the file names."""
+        plain_case_name(stem, result.path)
         os.makedirs(self.output_dir, exist_ok=True)
         files: dict[str, str | None] = {
             "he": f"{stem}_he.png", "instances": None, "types": None, "nuclei": f"{stem}_nuclei.json",
             "geojson": f"{stem}_nuclei.geojson", "overlay": f"{stem}_overlay.png"}
-        where = {k: os.path.join(self.output_dir, v) for k, v in files.items() if v}
-        Image.fromarray(result.he_image).save(where["he"])
         if result.instance_map is not None and result.type_map is not None:
             files["instances"] = f"{stem}_instances.{self.map_format}"
             files["types"] = f"{stem}_types.{self.map_format}"
-            write_label_map(os.path.join(self.output_dir, files["instances"]), result.instance_map.astype(np.int32))
-            write_label_map(os.path.join(self.output_dir, files["types"]), result.type_map.astype(np.uint8))
+        where = {k: output_path(self.output_dir, v) for k, v in files.items() if v}
+        Image.fromarray(result.he_image).save(where["he"])
+        if files["instances"]:
+            write_label_map(where["instances"], result.instance_map.astype(np.int32))
+            write_label_map(where["types"], result.type_map.astype(np.uint8))
         _write_json(where["nuclei"], nuclei_json(result, files, self.type_names))
         _write_json(where["geojson"], nuclei_geojson(result, self.type_names))
         overlay = draw_contours(result.he_image, result.nuclei, result.he_scale, width=self.line_width)

@@ -11,8 +11,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
-from shared.data.case_names import case_name
+from shared.data.case_names import case_name, plain_case_name
 from shared.transforms.validation import source_name
+from shared.writers.naming import output_path
 
 __all__ = ["render_overlay", "SaveOverlayd"]
 
@@ -53,6 +54,7 @@ class SaveOverlayd(MapTransform):
             z = int((labels > 0).sum((0, 1)).argmax())
             picture = render_overlay(image[..., z].numpy().T[::-1], labels[..., z].numpy().T[::-1], self.colours)
             os.makedirs(self.output_dir, exist_ok=True)
-            name = case_name(source_name(data[self.image_key], default="case"))
-            Image.fromarray(picture).save(os.path.join(self.output_dir, f"{name}_overlay.png"))
+            meta = getattr(data[self.image_key], "meta", {})
+            name = meta.get("case") or case_name(source_name(data[self.image_key], default="case"))
+            Image.fromarray(picture).save(output_path(self.output_dir, f"{plain_case_name(str(name))}_overlay.png"))
         return data

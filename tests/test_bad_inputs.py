@@ -5,6 +5,7 @@ output outside the output folder; distinct inputs get distinct outputs, and the 
 from __future__ import annotations
 
 import json
+import struct
 import shutil
 from pathlib import Path
 
@@ -146,3 +147,174 @@ def test_a_case_name_with_a_path_writes_nothing_anywhere(tmp_path, case):
                    "output_dir": str(tmp_path / "run" / "out")}, tmp_path / "run")
     assert result.returncode != 0 and "cannot name output files" in result.stdout
     assert _written(tmp_path / "run") == [] and not (tmp_path / "elsewhere").exists()
+
+
+# --- damaged files: one message naming the file, the problem and what to do --------------------------------------
+def _patched_header(path: Path, offset: int, fmt: str, *values) -> Path:
+    data = bytearray(path.read_bytes())
+    data[offset: offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _damaged_niftis(folder: Path, good: Path) -> dict[str, str]:
+    """Damaged copies of the NIfTI ``good`` in ``folder``; return ``{stem: what the error must say}``."""
+    image = nib.load(good)
+    pixels, affine = np.asarray(image.dataobj), image.affine
+    whole = good.read_bytes()
+    (folder / "truncated.nii.gz").write_bytes(whole[: len(whole) // 2])
+    nib.save(nib.Nifti1Image(pixels.astype(np.float32), affine), folder / "zero_voxel.nii")
+    _patched_header(folder / "zero_voxel.nii", 296, "<4f", 0, 0, 0, 0)  # srow_y: the second axis has no length
+    nib.save(nib.Nifti1Image(pixels.astype(np.float32), affine), folder / "huge.nii")
+    _patched_header(folder / "huge.nii", 40, f"<{1 + pixels.ndim}h", pixels.ndim, *[30000] * pixels.ndim)
+    nib.save(nib.Nifti1Image(pixels.astype(np.complex64), affine), folder / "complex.nii.gz")
+    size = "x".join(["30000"] * pixels.ndim)
+    return {"truncated": "its voxels cannot be read (EOFError", "zero_voxel": "a size that is zero, negative",
+            "huge": f"its header declares {size} voxels of float32", "complex": "complex-valued voxels (complex64)"}
+
+
+def test_damaged_hipmri_slices_are_named_and_the_good_one_written(hipmri_demo, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = Path(shutil.copy(hipmri_demo / "keras_slices_test" / "case_031_week_0_slice_3.nii.gz",
+                            folder / "good.nii.gz"))
+    expected = _damaged_niftis(folder, good)
+    result = _run(HIPMRI, "inference.json", {**HIPMRI_ORACLE, "dataset_dir": str(folder),
+                                              "output_dir": str(tmp_path / "out")}, tmp_path)
+    assert result.returncode != 0 and "4 of 5 case(s) failed" in result.stdout
+    report = json.loads((tmp_path / "out" / "inference_report.json").read_text())
+    assert report["succeeded"] == ["good"] and (tmp_path / "out" / "good_recon.nii.gz").is_file()
+    errors = {f["case"]: f["error"] for f in report["failed"]}
+    for stem, message in expected.items():
+        assert str(next(folder.glob(f"{stem}.nii*"))) in errors[stem] and message in errors[stem], errors[stem]
+        assert "\n" not in errors[stem]
+
+
+def _pair(folder: Path, t1w: np.ndarray, t2w: np.ndarray, affine: np.ndarray, t2w_affine=None) -> dict[str, str]:
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(t1w, affine), folder / f"{folder.name}_T1w.nii.gz")
+    nib.save(nib.Nifti1Image(t2w, affine if t2w_affine is None else t2w_affine), folder / f"{folder.name}_T2w.nii.gz")
+    return {"t1w": str(folder / f"{folder.name}_T1w.nii.gz"), "t2w": str(folder / f"{folder.name}_T2w.nii.gz")}
+
+
+def test_babyai_inference_fails_garbage_pairs_with_the_reason(babyai_demo, tmp_path):
+    """A pair without overlap, a binary pair, a truncated T2w and a complex T1w each fail with the file and the
+    reason (they once came out as blank "successes" or bare library errors); the good pair is written."""
+    t1w_file = sorted(babyai_demo.glob("sub-*/ses-*/anat/*_T1w.nii.gz"))[0]
+    t1w, t2w = (nib.load(str(t1w_file).replace("_T1w", m)) for m in ("_T1w", "_T2w"))
+    a, b, affine = np.asarray(t1w.dataobj, np.float32), np.asarray(t2w.dataobj, np.float32), t1w.affine
+    shifted = affine.copy()
+    shifted[:3, 3] += 1000.0
+    pairs = [_pair(tmp_path / "good", a, b, affine), _pair(tmp_path / "apart", a, b, affine, shifted),
+             _pair(tmp_path / "binary", (a > np.median(a)).astype(np.uint8), (b > np.median(b)).astype(np.uint8),
+                   affine),
+             _pair(tmp_path / "truncated", a, b, affine), _pair(tmp_path / "complex", a.astype(np.complex64), b, affine)]
+    t2w_bytes = Path(pairs[3]["t2w"]).read_bytes()
+    Path(pairs[3]["t2w"]).write_bytes(t2w_bytes[: len(t2w_bytes) // 2])
+    result = _run(BABYAI, "inference.json", {**BABYAI_ORACLE, "datalist": json.dumps(pairs).replace('"', "'"),
+                                              "output_dir": str(tmp_path / "out")}, tmp_path)
+    assert result.returncode != 0 and "4 of 5 case(s) failed" in result.stdout
+    report = json.loads((tmp_path / "out" / "inference_report.json").read_text())
+    assert report["succeeded"] == ["good_T2w"] and (tmp_path / "out" / "good_T2w_sr.nii.gz").is_file()
+    errors = {f["case"]: f["error"] for f in report["failed"]}
+    assert f"{pairs[1]['t2w']} covers 0% of the space of {pairs[1]['t1w']}" in errors["apart_T2w"]
+    assert f"{pairs[2]['t1w']}: only 2 distinct intensity value(s)" in errors["binary_T2w"]
+    assert f"{pairs[3]['t2w']}: its voxels cannot be read" in errors["truncated_T2w"]
+    assert f"{pairs[4]['t1w']}: complex-valued voxels" in errors["complex_T2w"]
+    assert _written(tmp_path / "out") == ["good_T2w_sr.nii.gz", "inference_report.json"]
+
+
+def test_weights_that_cannot_be_loaded_are_named_before_anything_runs(babyai_demo, hipmri_demo, tmp_path):
+    from shared.data.integrity import save_with_sha256, sidecar_path
+    from shared.networks.babyai_unet import babyai_unet
+
+    models = tmp_path / "babyai_models"
+    weights = models / "model.pt"
+    save_with_sha256(babyai_unet("small").state_dict(), weights)
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
+    args = {**{k: TINY_BABYAI[k] for k in ("pixdim", "patch_size", "demo#num_subjects", "demo#voxel_size")},
+            "demo#dir": str(babyai_demo), "ckpt_dir": str(models), "output_dir": str(tmp_path / "out")}
+    result = _run(BABYAI, "inference.json", args, tmp_path)
+    assert result.returncode != 0 and f"{weights}: its sha256 is not the" in result.stdout  # not a pickle error
+    sidecar_path(weights).unlink()
+    result = _run(BABYAI, "inference.json", args, tmp_path)
+    assert result.returncode != 0 and f"{weights}: cannot read these weights" in result.stdout
+    assert "copy or download it again" in result.stdout and _written(tmp_path / "out") == []
+
+    hipmri_weights = tmp_path / "hipmri_models" / "model.pt"
+    hipmri_weights.parent.mkdir()
+    hipmri_weights.write_bytes(whole[: len(whole) // 2])  # no sha256 beside it: only loading can find it damaged
+    result = _run(HIPMRI, "inference.json", {"dataset_dir": str(hipmri_demo / "keras_slices_test"),
+                                              "ckpt_dir": str(hipmri_weights.parent),
+                                              "output_dir": str(tmp_path / "hipmri_out")}, tmp_path)
+    assert result.returncode != 0 and f"WeightsLoadError: {hipmri_weights}: cannot load these weights" in result.stdout
+    assert "case(s) done" not in result.stdout and not list((tmp_path / "hipmri_out").glob("*_recon.nii.gz"))
+
+
+# --- no reader falls back on another; datalists hold absolute paths ----------------------------------------------
+def test_a_broken_png_is_named_without_trying_other_readers(tmp_path, monkeypatch):
+    """MONAI's LoadImaged falls back on ITKReader, which changes the working directory while caching threads open
+    relative paths; StrictLoadImaged reads with the named reader only."""
+    import monai.data
+
+    from shared.transforms.io import StrictLoadImaged, UnreadableImageError
+
+    for name in ("ITKReader", "NumpyReader", "NibabelReader"):
+        monkeypatch.setattr(getattr(monai.data, name), "read", lambda *a, **k: pytest.fail("another reader was tried"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot a PNG after all")
+    good = _tile(tmp_path / "good.png")
+    monkeypatch.chdir(tmp_path)
+    load = StrictLoadImaged(["A"], reader="PILReader", image_only=True)
+    assert load({"A": "good.png"})["A"].shape == (48, 48, 3)
+    with pytest.raises(UnreadableImageError, match=rf"{broken.name}: not a readable image file for PILReader"):
+        load({"A": "broken.png"})
+    assert Path.cwd() == tmp_path and good.is_file()
+
+
+def test_datasets_and_datalists_hold_absolute_paths(tmp_path, monkeypatch):
+    from shared.data.screened_datasets import CaseDataset
+    from shared.data.splits import write_datalist
+
+    _tile(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert CaseDataset([{"image": "a.png"}]).data == [{"image": str(tmp_path / "a.png"), "case": "a"}]
+    write_datalist({"training": [{"image": "a.png", "case": "a.png"}], "seed": 0}, "datalist.json")
+    written = json.loads((tmp_path / "datalist.json").read_text())
+    assert written == {"training": [{"image": str(tmp_path / "a.png"), "case": "a.png"}], "seed": 0}
+
+
+# --- one odd training case is set aside, not fatal ----------------------------------------------------------------
+def test_babyai_training_sets_aside_a_session_smaller_than_its_patches(babyai_demo, tmp_path):
+    from helpers.bundle_scripts import bundle_module
+
+    data = shutil.copytree(babyai_demo, tmp_path / "data")
+    split = bundle_module(BABYAI, "layout").build_babyai_datalist(str(data), str(tmp_path / "probe.json"))
+    small = split["training"][0]
+    for key in ("t1w", "t2w"):
+        image = nib.load(small[key])
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[20:32, 20:32, 20:32], image.affine), small[key])
+    args = {**TINY_BABYAI, "dataset_dir": str(data), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval"), "train#trainer#max_epochs": "1"}
+    result = run_bundle(["run", "training", "--config_file", str(BABYAI / "configs" / "train.json"),
+                         *overrides(args)], cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    excluded = json.loads((tmp_path / "eval" / "datalist.json").read_text())["excluded"]
+    reasons = [e["error"] for e in excluded if e["case"] == small["case"]]
+    assert len(reasons) == 1 and "smaller than the (20, 20, 20) patches" in reasons[0], excluded
+    assert small["t1w"] in reasons[0] and (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_cyclegan_pairs_without_a_partner_are_set_aside_with_the_reason(tmp_path):
+    from helpers.bundle_scripts import bundle_module
+
+    demo, layout = bundle_module(PATHOLOGY, "demo"), bundle_module(PATHOLOGY, "layout")
+    root = Path(demo.ensure_bci_demo(str(tmp_path / "BCI"), image_size=64, num_train=5, num_test=2))
+    lonely = sorted((root / "IHC" / "train").glob("*.png"))[0]
+    (root / "HE" / "train" / lonely.name).unlink()
+    split = layout.build_bci_datalist(str(root), str(tmp_path / "datalist.json"))
+    assert sum(len(split[k]) for k in ("training", "validation")) == 4 and len(split["test"]) == 2
+    excluded = json.loads((tmp_path / "datalist.json").read_text())["excluded"]
+    assert excluded == [{"case": lonely.stem, "split": "train",
+                         "error": f"{lonely}: no partner of the same name in {root / 'HE' / 'train'}."}]

@@ -150,7 +150,9 @@ def test_bad_test_images_are_named_and_fail_the_run_unless_partial(trained, tmp_
     broken = test["IHC"] / "00002_test_2+.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot a PNG after all")
     shutil.copy(test["HE"] / "00000_test_0.png", test["HE"] / "00002_test_2+.png")  # its partner
-    args = {**work, "dataset_dir": str(data), "output_dir": str(tmp_path / "eval")}
+    # a relative --dataset_dir: with a reader fallback into ITK (which changes the working directory), good cases
+    # were once set aside as "No such file or directory"
+    args = {**work, "dataset_dir": "BCI", "output_dir": str(tmp_path / "eval")}
     failed = run_bundle(["run", "--config_file", EVALUATE, *overrides(args)], cwd=tmp_path, check=False)
     assert failed.returncode != 0
     assert "2 of 3 case(s) failed: ['00001_test_1+', '00002_test_2+']" in failed.stdout
@@ -159,8 +161,9 @@ def test_bad_test_images_are_named_and_fail_the_run_unless_partial(trained, tmp_
     assert report["succeeded"] == ["00000_test_0"]
     assert f"{grayscale}: an image of shape (1, 128, 128) (channel first) has 1 channel(s)" in errors["00001_test_1+"]
     assert f"{broken}: not a readable image file" in errors["00002_test_2+"]
-    excluded = json.loads((tmp_path / "eval" / "cyclegan_datalist.json").read_text())["excluded"]
-    assert sorted(e["case"] for e in excluded) == ["00001_test_1+", "00002_test_2+"]
+    datalist = json.loads((tmp_path / "eval" / "cyclegan_datalist.json").read_text())
+    assert sorted(e["case"] for e in datalist["excluded"]) == ["00001_test_1+", "00002_test_2+"]
+    assert all(Path(p[k]).is_absolute() for p in datalist["test"] for k in ("A", "B"))
 
     partial = run_bundle(["run", "--config_file", EVALUATE, *overrides({**args, "allow_partial": "True"})],
                          cwd=tmp_path, check=False)

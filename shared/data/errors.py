@@ -12,9 +12,10 @@ class InvalidInputError(ValueError):
 
 
 def root_cause(error: BaseException) -> str:
-    """``Type: message`` of the innermost cause. MONAI wraps transform errors in ``RuntimeError``s, and DataLoader
+    """``Type: message`` of the innermost cause, or of the first error of ours (raised in ``shared``, which names the
+    file and the problem) in the chain of causes. MONAI wraps transform errors in ``RuntimeError``s, and DataLoader
     workers pass the original on only inside a traceback string: both are unwrapped."""
-    while error.__cause__ is not None:
+    while error.__cause__ is not None and not type(error).__module__.startswith("shared."):
         error = error.__cause__
     text = str(error)
     if "Traceback (most recent call last)" in text:

@@ -1,4 +1,5 @@
-"""Header-only checks of NIfTI inputs: cheap, and every error names the file and the problem."""
+"""Header-only checks of NIfTI inputs: cheap, and every error names the file and the problem (with
+``shared.transforms.io.nifti_header_problem``: complex voxels, a zero voxel size, a size beyond memory)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from shared.data.errors import InvalidInputError
+from shared.transforms.io import nifti_header_problem
 
 __all__ = ["check_nifti_group", "check_nifti_dims"]
 
@@ -25,6 +27,9 @@ def _load_header(path: str) -> nib.Nifti1Image:
         raise InvalidInputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e}).") from e
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InvalidInputError(f"{path}: is a {type(image).__name__}, expected a NIfTI file (.nii or .nii.gz).")
+    problem = nifti_header_problem(image.header, path)
+    if problem:
+        raise InvalidInputError(problem)
     return image
 
 

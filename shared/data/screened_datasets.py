@@ -20,6 +20,7 @@ from monai.transforms import apply_transform
 
 from shared.data.case_names import case_label, checked_case_names
 from shared.data.errors import root_cause
+from shared.data.paths import absolute_file_paths
 from shared.data.splits import add_excluded
 
 __all__ = ["CASE_ERROR_KEY", "ScreenedCacheDataset", "CaseDataset"]
@@ -61,6 +62,7 @@ class ScreenedCacheDataset(CacheDataset):
     ) -> None:
         self.datalist_file, self.split = datalist_file, split
         self.set_aside: list[dict] = []
+        data = [absolute_file_paths(item) for item in data]
         super().__init__(data, transform, cache_num=sys.maxsize, cache_rate=1.0, num_workers=num_workers,
                          progress=progress, copy_cache=copy_cache, as_contiguous=as_contiguous)
 
@@ -99,7 +101,7 @@ class CaseDataset(Dataset):
     other."""
 
     def __init__(self, data: Sequence, transform: Sequence[Callable] | Callable | None = None) -> None:
-        super().__init__(checked_case_names(data), transform)
+        super().__init__(checked_case_names([absolute_file_paths(item) for item in data]), transform)
 
     def _transform(self, index: int):
         item = dict(self.data[index])

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from shared.data.paths import absolute_file_paths
+
 __all__ = ["split_cases", "fold_split", "write_datalist", "add_excluded"]
 
 
@@ -59,8 +61,9 @@ def fold_split(
 
 
 def write_datalist(datalist: dict, path: str) -> str:
-    """Write ``datalist`` as JSON (creating folders, replacing the file atomically: torchrun ranks write it too);
-    return ``path``."""
+    """Write ``datalist`` as JSON (creating folders, replacing the file atomically: torchrun ranks write it too),
+    with its files' paths absolute (``shared.data.paths.absolute_file_paths``); return ``path``."""
+    datalist = absolute_file_paths(datalist)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.{os.getpid()}.partial"
     with open(partial, "w") as f:

@@ -70,11 +70,16 @@ def babyai_unet(preset: str | None = "published") -> BabyAIUNet:
 def preset_of_weights(path: str | None, preset: str | None = None, default: str = "published") -> str:
     """The network preset to build: ``preset`` when given; else the one recorded in the weights at ``path``; for
     weights without a record (the study's plain state dict), or no weights yet, ``default``. The file is memory-mapped,
-    not read."""
+    not read. Give it the checked path (``shared.hub.ensure_weights``), so that a damaged file is refused by its
+    sha256 first."""
     if preset:
         return preset
     if not path or not os.path.isfile(path):
         return default
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot read these weights ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+                           "the file is damaged, truncated or not PyTorch weights: copy or download it again.") from e
     extra = state.get("_extra_state") if isinstance(state, dict) else None
     return extra.get("preset", default) if isinstance(extra, dict) else default

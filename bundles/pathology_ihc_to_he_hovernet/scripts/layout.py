@@ -51,36 +51,49 @@ def _images_in(folder: str, pattern: str) -> dict[str, str]:
 
 
 def bci_pairs(dataset_dir: str, split: str, he_folder: str = "HE", ihc_folder: str = "IHC",
-              pattern: str = "*.png") -> list[dict]:
+              pattern: str = "*.png", set_aside: list[dict] | None = None) -> list[dict]:
     """IHC / H&E pairs of a BCI split, sorted by name: ``{"A": ihc_path, "B": he_path, "case": stem, "her2":
     level}`` (``A`` -> ``B`` is the translation's direction; ``her2`` is ``None`` when the name carries no level).
-    A file without its partner of the same name in the other folder is an error that names it."""
+    A file without its partner of the same name in the other folder is an error that names it; with a
+    ``set_aside`` list, such files are logged, added to it (``{"case", "error", "split"}``) and left out instead."""
     if split not in BCI_SPLITS:
         raise ValueError(f"split must be one of {BCI_SPLITS}; got {split!r}.")
     ihc = _images_in(os.path.join(dataset_dir, ihc_folder, split), pattern)
     he = _images_in(os.path.join(dataset_dir, he_folder, split), pattern)
     unpaired = sorted(set(ihc) ^ set(he))
-    if unpaired:
+    if unpaired and set_aside is None:
         shown = ", ".join(f"{os.path.join(ihc_folder if n in ihc else he_folder, split, n)}" for n in unpaired[:10])
         more = f" and {len(unpaired) - 10} more" if len(unpaired) > 10 else ""
         raise InvalidInputError(f"{len(unpaired)} image(s) under {dataset_dir} have no partner of the same name in the "
                                 f"other folder ({ihc_folder} / {he_folder}): {shown}{more}.")
+    for name in unpaired:
+        path, other = (ihc[name], he_folder) if name in ihc else (he[name], ihc_folder)
+        error = f"{path}: no partner of the same name in {os.path.join(dataset_dir, other, split)}."
+        logger.error(f"case {os.path.splitext(name)[0]} ({split}) set aside: {error}")
+        set_aside.append({"case": os.path.splitext(name)[0], "error": error, "split": split})
+    paired = sorted(set(ihc) & set(he))
+    if not paired:
+        raise InvalidInputError(f"no IHC / H&E pair in {dataset_dir} ({split}): none of the {len(unpaired)} "
+                                f"image(s) has a partner of the same name in the other folder.")
     return [{"A": ihc[name], "B": he[name], "case": os.path.splitext(name)[0],
-             "her2": _her2_level(os.path.splitext(name)[0])} for name in sorted(ihc)]
+             "her2": _her2_level(os.path.splitext(name)[0])} for name in paired]
 
 
 def build_bci_datalist(dataset_dir: str, datalist_file: str, val_fraction: float = 0.2, seed: int = 0,
                        **pair_options) -> dict[str, list[dict]]:
     """``training`` / ``validation`` (``val_fraction`` of BCI's train pairs, drawn by ``seed``) and ``test`` (BCI's
-    test pairs), written to the datalist JSON; ``pair_options`` go to :func:`bci_pairs`."""
+    test pairs), written to the datalist JSON; ``pair_options`` go to :func:`bci_pairs`. Images without a partner
+    are set aside, in the datalist's ``excluded`` list with the reason."""
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder.")
-    drawn = split_cases(bci_pairs(dataset_dir, "train", **pair_options), val_fraction, 0.0, seed)
+    excluded: list[dict] = []
+    drawn = split_cases(bci_pairs(dataset_dir, "train", set_aside=excluded, **pair_options), val_fraction, 0.0, seed)
     split = {"training": drawn["training"], "validation": drawn["validation"],
-             "test": bci_pairs(dataset_dir, "test", **pair_options)}
-    write_datalist({"dataset_dir": os.path.abspath(dataset_dir), "seed": seed, **split, "excluded": []},
+             "test": bci_pairs(dataset_dir, "test", set_aside=excluded, **pair_options)}
+    write_datalist({"dataset_dir": os.path.abspath(dataset_dir), "seed": seed, **split, "excluded": excluded},
                    datalist_file)
-    logger.info(f"datalist {datalist_file}: " + ", ".join(f"{len(v)} {k}" for k, v in split.items()) + " pair(s)")
+    logger.info(f"datalist {datalist_file}: " + ", ".join(f"{len(v)} {k}" for k, v in split.items())
+                + f" pair(s), {len(excluded)} image(s) without a partner set aside")
     return split
 
 

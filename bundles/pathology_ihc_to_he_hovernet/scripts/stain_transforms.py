@@ -1,8 +1,8 @@
-"""Loading and checking the stained images a translation pair is made of, among the cached transforms, so that a bad
+"""Checking the stained images a translation pair is made of, among the cached transforms, so that a bad
 pair is set aside (training) or reported (evaluation) with the file it comes from.
 
-MONAI's own transforms do the rest of the study's preprocessing in the configs: :class:`LoadCheckedImaged`
-(``LoadImaged`` with ``PILReader``), ``EnsureChannelFirstd``, ``shared.transforms.validation.CheckImageContentd``,
+MONAI's own transforms do the rest of the study's preprocessing in the configs: ``shared.transforms.io.StrictLoadImaged``
+(``LoadImaged`` with ``PILReader`` only), ``EnsureChannelFirstd``, ``shared.transforms.validation.CheckImageContentd``,
 :class:`CheckRGBPaird`, ``GridSplitd`` (each image cut into a grid of tiles), ``Resized`` (each tile to the network's
 input size) and ``ScaleIntensityRanged`` (0..255 to the generators' -1..1).
 """
@@ -10,43 +10,14 @@ input size) and ``ScaleIntensityRanged`` (0..255 to the generators' -1..1).
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.data import ImageReader
-from monai.transforms import LoadImaged, MapTransform
-from PIL import Image
+from monai.transforms import MapTransform
 
 from shared.transforms.validation import UnusableImageError, source_name
 
-__all__ = ["LoadCheckedImaged", "CheckRGBPaird"]
-
-
-def _unreadable(path: str) -> str | None:
-    """Why PIL cannot decode the image file ``path`` (``None`` when it can)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for damaged files
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-class LoadCheckedImaged(LoadImaged):
-    """``monai.transforms.LoadImaged`` (same arguments) whose failure on a damaged or non-image file is one line that
-    names the file and PIL's reason, instead of the errors of every reader MONAI falls back on (a NumPy unpickling
-    error for a broken PNG)."""
-
-    def __call__(self, data: Mapping[Hashable, Any], reader: ImageReader | None = None) -> dict[Hashable, Any]:
-        try:
-            return super().__call__(data, reader)
-        except Exception:
-            for key in self.key_iterator(dict(data)):
-                reason = _unreadable(str(data[key]))
-                if reason:
-                    raise UnusableImageError(f"{data[key]}: not a readable image file ({reason}).") from None
-            raise
+__all__ = ["CheckRGBPaird"]
 
 
 class CheckRGBPaird(MapTransform):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BRATS, ISPY2, ORACLE_ENV, TINY_BRATS, TINY_ISPY2, TINY_TRAIN, overrides, run_bundle
+from conftest import (BRATS, HIPMRI, ISPY2, ORACLE_ENV, TINY_BRATS, TINY_HIPMRI, TINY_ISPY2, TINY_TRAIN, overrides,
+                      run_bundle)
 from helpers.bundle_scripts import bundle_module
 
 pytestmark = pytest.mark.slow
@@ -264,3 +265,22 @@ def test_misuse_gets_a_message_that_says_what_to_do(breast_demo, tmp_path):
     alone = run_bundle(["run", "--config_file", str(configs / "generate.json")], cwd=tmp_path, check=False)
     assert alone.returncode != 0 and "generate.json is stacked on train.json + train_vae.json" in alone.stdout
     assert f"'{configs / 'train.json'}','{configs / 'train_vae.json'}','{configs / 'generate.json'}'" in alone.stdout
+
+
+@pytest.mark.parametrize("bundle", ["hipmri", "brats"])
+def test_resume_with_short_epochs_says_its_batches_are_drawn_afresh(bundle, hipmri_demo, brats_demo_dir, tmp_path):
+    """With --train#trainer#epoch_length shorter than the loader (the README's short runs), a resumed run keeps the
+    counts but not the uninterrupted run's batches: it says so (README, "What every bundle guarantees")."""
+    if bundle == "hipmri":
+        config, args = HIPMRI / "configs" / "train.json", {**TINY_HIPMRI, "demo#dir": str(hipmri_demo)}
+    else:
+        config, args = BRATS / "configs" / "train.json", {**TINY_BRATS, **TINY_TRAIN, "demo#dir": str(brats_demo_dir)}
+    args = {**args, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    first = run_bundle(["run", "training", "--config_file", str(config), *overrides(args)], cwd=tmp_path).stdout
+    assert "drawn afresh" not in first
+    resumed = run_bundle(["run", "training", "--config_file", str(config),
+                          *overrides({**args, "train#trainer#max_epochs": "2", "resume_checkpoint": "latest"})],
+                         cwd=tmp_path).stdout
+    assert "resumed with an epoch length of 2 iterations, shorter than the loader's" in resumed
+    assert _final_trainer_state(tmp_path / "models" / "training_state") == {"iteration": 4, "epoch_length": 2,
+                                                                          "max_epochs": 2}

@@ -37,6 +37,13 @@ def _is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def _length(loader: Any) -> int | None:
+    try:
+        return len(loader) if loader is not None else None
+    except TypeError:  # an iterable without a length
+        return None
+
+
 def _case_names(split: Mapping | None) -> dict[str, list[str]]:
     if not split:
         return {}
@@ -97,7 +104,9 @@ class TrainingState:
     Each epoch reseeds the random generators from ``seed`` and the epoch number (torch, numpy, Python, and the
     dataset's transforms when the loader has no workers), so resuming from an end-of-epoch state replays the same
     batches and augmentations as the uninterrupted run. A mid-epoch state finishes its epoch with the same number of
-    iterations but freshly drawn batches. Only rank 0 writes; every rank loads.
+    iterations but freshly drawn batches, and so does any state of a run whose ``epoch_length`` is shorter than its
+    loader (ignite goes on through one loader iterator across such epochs; a resumed run starts a new one): this is
+    logged when it resumes. Only rank 0 writes; every rank loads.
 
     Args:
         state_dir: folder of the state files.
@@ -237,6 +246,13 @@ class TrainingState:
         self._own = [path]
         logger.info(f"resumed from {path}: epoch {engine.state.epoch}, iteration {engine.state.iteration} of "
                     f"{max_epochs * engine.state.epoch_length}")
+        batches = _length(getattr(engine, "data_loader", None))
+        if batches and engine.state.epoch_length < batches:
+            logger.warning(f"resumed with an epoch length of {engine.state.epoch_length} iterations, shorter than "
+                           f"the loader's {batches} batches: epochs, iterations, weights and optimiser state go on "
+                           "exactly, but the batches from here on are drawn afresh, not those the uninterrupted run "
+                           "would have drawn (it would have gone on through the loader across epochs). Resume "
+                           "replays the uninterrupted run exactly with full epochs.")
 
     @staticmethod
     def _tell_optimizer_differences(path: Path, saved: dict | None, current: dict) -> None:

@@ -58,7 +58,7 @@ def inference_items(dataset_dir: str) -> tuple[list[dict], list[dict]]:
     elif os.path.isdir(dataset_dir):
         suffixes = IMAGE_SUFFIXES + SLIDE_SUFFIXES
         paths = sorted(os.path.join(dataset_dir, n) for n in os.listdir(dataset_dir)
-                       if n.lower().endswith(suffixes) and os.path.isfile(os.path.join(dataset_dir, n)))
+                       if n.lower().endswith(suffixes) and _is_file_or_link(os.path.join(dataset_dir, n)))
         if not paths:
             raise FileNotFoundError(f"no images or slides ({', '.join(suffixes)}) in {dataset_dir}.")
     else:
@@ -70,6 +70,11 @@ def inference_items(dataset_dir: str) -> tuple[list[dict], list[dict]]:
         items.append({"image": path, "case": f"{stem}_{suffix}" if stems.count(stem) > 1 else stem})
     logger.info(f"{len(items)} input(s) from {dataset_dir}")
     return items, []
+
+
+def _is_file_or_link(path: str) -> bool:
+    """A file, or a link (a broken one too: it is then reported, not silently skipped)."""
+    return os.path.isfile(path) or os.path.islink(path)
 
 
 # --- plain images -------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def inference_items(dataset_dir: str, ndim: int | Sequence[int] = (2, 3)) -> tup
         files = [dataset_dir]
     elif os.path.isdir(dataset_dir):
         files = sorted(p for p in glob.glob(os.path.join(dataset_dir, "*"))
-                       if os.path.isfile(p) and not os.path.basename(p).startswith("."))
+                       if (os.path.isfile(p) or os.path.islink(p)) and not os.path.basename(p).startswith("."))
         if not files:
             raise FileNotFoundError(f"{dataset_dir} holds no files: expected 2D slices or 3D volumes as NIfTI.")
     else:

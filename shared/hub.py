@@ -23,6 +23,7 @@ __all__ = [
     "published_entry",
     "fetch_published_file",
     "ensure_weights",
+    "ensure_third_party_weights",
     "record_published_file",
     "trusted_sha256",
     "WeightsUnavailableError",
@@ -210,6 +211,36 @@ def ensure_weights(
         trust_record = os.path.join(os.path.dirname(os.path.abspath(path)), "trusted_sha256.json")
     fetch_published_file(repo or entry["repo"], entry["filename"], revision, pinned, path, token, trust_record)
     return path
+
+
+def ensure_third_party_weights(
+    repo: str,
+    filename: str,
+    path: str,
+    revision: str = "main",
+    md5: str | None = None,
+    token: str | bool | None = None,
+) -> str:
+    """Another publisher's weights file (e.g. a MONAI model zoo bundle's ``models/model.pt`` on the hub) at ``path``:
+    fetched once through the hub client (``HF_ENDPOINT``, the HF cache and offline mode as for our own weights),
+    trusted on first use (its sha256 recorded in ``trusted_sha256.json`` beside ``path``; a later download of the same
+    revision that differs is refused), and, when its publisher gave one, its ``md5`` compared and the result logged
+    (a newer upload of the same file name differs from it without being damaged)."""
+    record = Path(path).resolve().parent / "trusted_sha256.json"
+    fetched = fetch_published_file(repo, filename, revision, "", path, token, record)
+    if md5:
+        import hashlib
+
+        digest = hashlib.md5()
+        with open(fetched, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() == md5:
+            logger.info(f"{repo}@{revision}/{filename}: md5 {md5}, the one its publisher gives")
+        else:
+            logger.warning(f"{repo}@{revision}/{filename}: md5 {digest.hexdigest()}, not the {md5} its publisher "
+                           "gives for the weights described; a newer upload, or another file under the same name")
+    return str(fetched)
 
 
 def record_published_file(bundle_root: str | Path, relative_path: str, url: str, sha256: str) -> None:

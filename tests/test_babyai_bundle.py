@@ -18,6 +18,7 @@ from conftest import BABYAI, ORACLE_ENV, REPO, TINY_BABYAI, oracle_weights, over
 from helpers.bundle_scripts import bundle_module
 from helpers.hub_fixtures import hub_env, run_python, sha
 from shared.transforms.anisotropy import SimulateAnisotropy
+from shared.data.weights_record import preset_of_weights
 from shared.networks import babyai_unet as networks
 
 CONFIGS = BABYAI / "configs"
@@ -54,10 +55,10 @@ def test_published_preset_is_the_study_network_and_loads_its_state_dict_strictly
     with pytest.raises(ValueError, match="belong to the 'small' network preset, not 'published'"):
         published.load_state_dict(torch.load(tmp_path / "small.pt", weights_only=True))
     torch.save(plain, tmp_path / "plain.pth")
-    assert networks.preset_of_weights(str(tmp_path / "small.pt")) == "small"
-    assert networks.preset_of_weights(str(tmp_path / "plain.pth")) == "published"
-    assert networks.preset_of_weights(str(tmp_path / "none.pt")) == "published"
-    assert networks.preset_of_weights(str(tmp_path / "small.pt"), preset="published") == "published"
+    assert preset_of_weights(str(tmp_path / "small.pt")) == "small"
+    assert preset_of_weights(str(tmp_path / "plain.pth")) == "published"
+    assert preset_of_weights(str(tmp_path / "none.pt")) == "published"
+    assert preset_of_weights(str(tmp_path / "small.pt"), preset="published") == "published"
     x = torch.rand(1, 2, 16, 16, 16)
     with torch.no_grad():  # the small preset learns the correction to the interpolated T2w
         assert torch.equal(small(x), x[:, 1:2])  # it starts as the interpolation itself
@@ -132,7 +133,7 @@ def test_training_validates_against_cubic_and_records_the_preset(trained):
     assert len(psnr) == 2 and all(float(c) > 10 for _, c in psnr)
     weights = Path(work["ckpt_dir"]) / "model.pt"
     assert weights.is_file() and (weights.parent / "model.pt.sha256").is_file()
-    assert networks.preset_of_weights(str(weights)) == "small"
+    assert preset_of_weights(str(weights)) == "small"
     assert list((Path(work["ckpt_dir"]) / "training_state").glob("state_iteration=*.pt"))
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from monai.networks.nets import UNet
 
-__all__ = ["PRESETS", "BabyAIUNet", "babyai_unet", "preset_of_weights"]
+__all__ = ["PRESETS", "BabyAIUNet", "babyai_unet"]
 
 # channel 0: isotropic T1w; channel 1: anisotropic T2w interpolated onto the T1w grid; output: isotropic T2w
 PRESETS: dict[str, dict[str, Any]] = {
@@ -65,21 +64,3 @@ class BabyAIUNet(UNet):
 def babyai_unet(preset: str | None = "published") -> BabyAIUNet:
     """The study's network in ``preset`` (``None``: ``published``)."""
     return BabyAIUNet(preset or "published")
-
-
-def preset_of_weights(path: str | None, preset: str | None = None, default: str = "published") -> str:
-    """The network preset to build: ``preset`` when given; else the one recorded in the weights at ``path``; for
-    weights without a record (the study's plain state dict), or no weights yet, ``default``. The file is memory-mapped,
-    not read. Give it the checked path (``shared.hub.ensure_weights``), so that a damaged file is refused by its
-    sha256 first."""
-    if preset:
-        return preset
-    if not path or not os.path.isfile(path):
-        return default
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"{path}: cannot read these weights ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
-                           "the file is damaged, truncated or not PyTorch weights: copy or download it again.") from e
-    extra = state.get("_extra_state") if isinstance(state, dict) else None
-    return extra.get("preset", default) if isinstance(extra, dict) else default

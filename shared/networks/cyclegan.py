@@ -13,6 +13,8 @@ from monai.networks.layers import Act
 from monai.networks.nets import PatchDiscriminator
 from monai.networks.utils import normal_init
 
+from shared.networks.recorded_settings import RecordedSettings
+
 __all__ = ["init_cyclegan_weights", "ResnetBlock", "ResnetGenerator", "PatchGANDiscriminator"]
 
 
@@ -46,11 +48,12 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(RecordedSettings, nn.Module):
     """CycleGAN's ResNet generator: c7s1-64, d128, d256, ``num_residual_blocks`` R256, u128, u64, c7s1-3, tanh.
 
     The output lies in [-1, 1] and has the input's spatial size when that is divisible by
-    ``2 ** num_downsamplings`` (4 by default).
+    ``2 ** num_downsamplings`` (4 by default). The state dict records the arguments below (see
+    ``shared.networks.recorded_settings``), so the inference configs build the generator the weights fit.
 
     Args:
         in_channels: number of input channels.
@@ -102,6 +105,8 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_cyclegan_weights(self)
+        self.record_settings(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
+                             num_residual_blocks=num_residual_blocks, num_downsamplings=num_downsamplings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

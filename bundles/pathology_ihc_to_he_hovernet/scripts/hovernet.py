@@ -17,15 +17,18 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.config import KeysCollection
 from monai.networks.nets import HoVerNet
+from monai.networks.utils import copy_model_state
 from monai.transforms import MapTransform, RandomizableTransform
 
 from shared.data.integrity import verify_sha256
 from shared.data.splits import write_datalist
+from shared.data.weights_record import recorded_settings
+from shared.networks.hovernet import RecordedHoVerNet
 
 from .layout import NUCLEUS_TYPES, pannuke_datalist
 
 __all__ = ["NUM_CLASSES", "PATCH_SIZE", "OUT_SIZE", "build_pannuke_datalist", "RandColorJitterd", "NucleiMaskd",
-           "hovernet_fast", "hovernet_for_stage"]
+           "hovernet_fast", "start_from", "hovernet_for_stage"]
 
 logger = logging.getLogger(__name__)
 NUM_CLASSES = len(NUCLEUS_TYPES) + 1  # PanNuke's five types and the background
@@ -118,13 +121,16 @@ class NucleiMaskd(MapTransform):
 
 # --- network ------------------------------------------------------------------------------------------------------
 
-def hovernet_fast(freeze_encoder: bool = False, init_weights: str | None = None,
-                  num_classes: int = NUM_CLASSES) -> HoVerNet:
-    """MONAI's HoVer-Net in fast mode (256x256 in, 164x164 out): a 2-channel nuclei branch, a ``num_classes``-channel
-    type branch and the hv branch, no pretrained encoder. ``freeze_encoder`` freezes the encoder (stage 0);
-    ``init_weights`` loads a state dict saved by this bundle (sha256-checked)."""
-    network = HoVerNet(mode="fast", in_channels=3, np_out_channels=2, out_classes=num_classes, pretrained_url=None,
-                       freeze_encoder=freeze_encoder)
+def hovernet_fast(freeze_encoder: bool = False, init_weights: str | None = None, num_classes: int = NUM_CLASSES,
+                  adapt_standard_resnet: bool = False) -> HoVerNet:
+    """MONAI's HoVer-Net in fast mode (256x256 in, 164x164 out) with its settings recorded in its weights
+    (``shared.networks.hovernet.RecordedHoVerNet``): a 2-channel nuclei branch, a ``num_classes``-channel type branch
+    and the hv branch, no pretrained encoder download. ``freeze_encoder`` freezes the encoder (stage 0);
+    ``init_weights`` loads a state dict saved by this bundle (sha256-checked); ``adapt_standard_resnet`` as the model
+    zoo's network (its encoder follows torchvision's ResNet-50)."""
+    network = RecordedHoVerNet(mode="fast", in_channels=3, np_out_channels=2, out_classes=num_classes,
+                               pretrained_url=None, freeze_encoder=freeze_encoder,
+                               adapt_standard_resnet=adapt_standard_resnet)
     if init_weights is not None:
         verify_sha256(init_weights)
         network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
@@ -132,14 +138,37 @@ def hovernet_fast(freeze_encoder: bool = False, init_weights: str | None = None,
     return network
 
 
-def hovernet_for_stage(stage: int, stage0_weights: str, num_classes: int = NUM_CLASSES) -> HoVerNet:
-    """The network of a training stage: stage 0 trains the decoders on a frozen, freshly initialised encoder;
-    stage 1 trains every layer, starting from stage 0's best weights (``stage0_weights``)."""
+def start_from(network: HoVerNet, weights: str) -> HoVerNet:
+    """``network`` with every tensor of the HoVer-Net weights at ``weights`` whose name and shape match (a model zoo
+    checkpoint, for fine-tuning): with another number of types, the type head's last layer keeps its fresh
+    initialisation, and is logged."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, Mapping) else state
+    state = {k: v for k, v in state.items() if k != "_extra_state"}
+    _, copied, kept = copy_model_state(network, state, inplace=True)
+    missing = sorted(set(network.state_dict()) - set(copied) - {"_extra_state"})
+    if not copied:
+        raise ValueError(f"{weights}: no tensor of these weights fits the HoVer-Net; they are not HoVer-Net weights.")
+    logger.info(f"HoVer-Net starts from {weights}: {len(copied)} tensors copied"
+                + (f"; left freshly initialised (another shape or absent): {missing}" if missing else ""))
+    return network
+
+
+def hovernet_for_stage(stage: int, stage0_weights: str, num_classes: int = NUM_CLASSES, init_weights: str | None = None,
+                       adapt_standard_resnet: bool = False) -> HoVerNet:
+    """The network of a training stage: stage 0 trains the decoders on a frozen encoder, freshly initialised or,
+    with ``init_weights`` (e.g. the model zoo's HoVer-Net, with ``adapt_standard_resnet``), taken from those weights
+    (:func:`start_from`); stage 1 trains every layer, starting from stage 0's best weights (``stage0_weights``) and
+    built with the settings they record."""
     if stage not in (0, 1):
         raise ValueError(f"stage must be 0 (encoder frozen) or 1 (all layers); got {stage!r}.")
     if stage == 0:
-        return hovernet_fast(freeze_encoder=True, num_classes=num_classes)
+        network = hovernet_fast(freeze_encoder=True, num_classes=num_classes,
+                                adapt_standard_resnet=adapt_standard_resnet)
+        return start_from(network, init_weights) if init_weights else network
     if not os.path.isfile(stage0_weights):
         raise FileNotFoundError(f"stage 1 starts from stage 0's weights, and {stage0_weights} does not exist: "
                                 "train stage 0 first (--stage 0).")
-    return hovernet_fast(freeze_encoder=False, init_weights=stage0_weights, num_classes=num_classes)
+    recorded = recorded_settings(stage0_weights)
+    return hovernet_fast(freeze_encoder=False, init_weights=stage0_weights, num_classes=num_classes,
+                         adapt_standard_resnet=recorded.get("adapt_standard_resnet", adapt_standard_resnet))

@@ -8,10 +8,12 @@ only checks sizes, so the sha256 is checked here and a file that fails it is del
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -24,6 +26,7 @@ __all__ = [
     "fetch_published_file",
     "ensure_weights",
     "ensure_third_party_weights",
+    "ensure_url_weights",
     "record_published_file",
     "trusted_sha256",
     "WeightsUnavailableError",
@@ -229,8 +232,6 @@ def ensure_third_party_weights(
     record = Path(path).resolve().parent / "trusted_sha256.json"
     fetched = fetch_published_file(repo, filename, revision, "", path, token, record)
     if md5:
-        import hashlib
-
         digest = hashlib.md5()
         with open(fetched, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -241,6 +242,43 @@ def ensure_third_party_weights(
             logger.warning(f"{repo}@{revision}/{filename}: md5 {digest.hexdigest()}, not the {md5} its publisher "
                            "gives for the weights described; a newer upload, or another file under the same name")
     return str(fetched)
+
+
+def ensure_url_weights(url: str, hash_prefix: str | None = None, cache_dir: str | None = None,
+                       timeout: float = 60.0) -> str:
+    """A weights file published at a plain URL (not on the hub), such as the PyTorch FID Inception weights: fetched
+    once into torch's hub cache (``<TORCH_HOME>/hub/checkpoints``, as ``torch.hub`` does; or ``cache_dir``) and
+    checked against ``hash_prefix``, the start of its sha256 that such files carry in their name. A cached file that
+    fails the check is refused (delete it to fetch again); a failed download names the URL and where to put the file
+    by hand."""
+    import torch
+
+    folder = Path(cache_dir or Path(torch.hub.get_dir()) / "checkpoints")
+    path = folder / os.path.basename(url.split("?")[0])
+    if path.is_file():
+        if hash_prefix and not sha256_file(path).startswith(hash_prefix):
+            raise WeightsUnavailableError(f"{path}: its sha256 does not start with {hash_prefix}, as the file from {url} "
+                                          "must: it is damaged or another file; delete it to fetch it again.")
+        return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    digest = hashlib.sha256()
+    try:  # torch.hub.download_url_to_file has no timeout: an unreachable host could hang the run
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                f.write(block)
+    except Exception as e:
+        partial.unlink(missing_ok=True)
+        raise WeightsUnavailableError(f"{url}: cannot be fetched ({type(e).__name__}: {e}); connect, or put the file "
+                                      f"at {path}.") from e
+    if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
+        partial.unlink(missing_ok=True)
+        raise WeightsUnavailableError(f"{url}: the download's sha256 {digest.hexdigest()} does not start with "
+                                      f"{hash_prefix}; it was deleted.")
+    os.replace(partial, path)
+    logger.info(f"fetched {url} (sha256 starts with {hash_prefix or 'unchecked'}) to {path}")
+    return str(path)
 
 
 def record_published_file(bundle_root: str | Path, relative_path: str, url: str, sha256: str) -> None:

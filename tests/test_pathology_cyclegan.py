@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,9 @@ from conftest import (ORACLE_ENV, PATHOLOGY, RANK_RECORD, REPO, TINY_CYCLEGAN, a
                       oracle_weights, overrides, run_bundle, run_torchrun)
 from helpers.bundle_scripts import bundle_module
 from helpers.properties import check_properties
-from shared.data.integrity import sidecar_path
+from shared.data.integrity import sha256_file, sidecar_path
 from shared.networks.cyclegan import ResnetGenerator
+from shared.networks.fid_inception import FIDInceptionV3
 
 pytestmark = pytest.mark.slow
 CONFIGS = PATHOLOGY / "configs"
@@ -26,6 +29,7 @@ TRAIN = CONFIGS / "train_cyclegan.json"
 EVALUATE = f"['{TRAIN}','{CONFIGS / 'evaluate_cyclegan.json'}']"
 NETWORKS = ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")
 POOLS = ("image_pool_a", "image_pool_b")
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +119,8 @@ def test_evaluate_writes_translation_and_identity_baseline_per_case(trained, tmp
     """evaluate_cyclegan.json with an oracle generator that returns its input: its translation scores are the
     identity baseline's, case by case."""
     work, _ = trained
-    oracle = {"network_def": "{'_target_': 'oracle.IdentityGenerator'}", "checkpoint": oracle_weights(tmp_path)}
+    oracle = {"network_def": "{'_target_': 'oracle.IdentityGenerator'}", "checkpoint": oracle_weights(tmp_path),
+              "fid#url": f"{UNREACHABLE}/pt_inception-2015-12-05-6726825d.pth"}
     run_bundle(["run", "--config_file", EVALUATE, *overrides({**work, **oracle})], cwd=REPO, env=ORACLE_ENV)
     evaluation = Path(work["output_dir"])
     result = json.loads((evaluation / "cyclegan_test_metrics.json").read_text())
@@ -135,9 +140,61 @@ def test_evaluate_writes_translation_and_identity_baseline_per_case(trained, tmp
     assert rows[2].startswith("00001_test_1+,1+,4,")
     table = (evaluation / "cyclegan_test_metrics.md").read_text()
     assert "| CycleGAN IHC -> H&E |" in table and "| identity baseline" in table
-    assert "FID: not computed" in table and table.count("FID") == 1
+    assert f"FID: not computed (WeightsUnavailableError: {UNREACHABLE}/pt_inception" in table  # weights unavailable
     report = json.loads((evaluation / "cyclegan_evaluation_report.json").read_text())
     assert report == {"succeeded": ["00000_test_0", "00001_test_1+"], "failed": []}
+
+
+@pytest.fixture
+def fid_server(tmp_path):
+    """A web server on 127.0.0.1 serving stand-in FID Inception weights (the real network's shapes, random values)
+    under the real file name; ``requests`` counts the downloads."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save(FIDInceptionV3().state_dict(), folder / "pt_inception-2015-12-05-6726825d.pth")
+    requests = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    weights = folder / "pt_inception-2015-12-05-6726825d.pth"
+    yield {"url": f"http://127.0.0.1:{server.server_port}/{weights.name}", "prefix": sha256_file(weights)[:8],
+           "requests": requests}
+    server.shutdown()
+
+
+def test_evaluate_computes_fid_with_inception_weights_fetched_once(trained, fid_server, tmp_path):
+    """FID through evaluate_cyclegan.json with weights fetched from a URL (here stand-ins from a loopback server), once,
+    hash-checked: with an oracle generator that returns its input, the translation's FID is the identity
+    baseline's; a cached file that fails the check is refused and FID reported as not computed."""
+    work, _ = trained
+    args = {**work, "network_def": "{'_target_': 'oracle.IdentityGenerator'}", "checkpoint": oracle_weights(tmp_path),
+            "output_dir": str(tmp_path / "eval"), "fid#url": fid_server["url"],
+            "fid#sha256_prefix": fid_server["prefix"]}
+    env = {**ORACLE_ENV, "TORCH_HOME": str(tmp_path / "torch_home")}
+    for _ in range(2):
+        run_bundle(["run", "--config_file", EVALUATE, *overrides(args)], cwd=tmp_path, env=env)
+    assert len(fid_server["requests"]) == 1  # the second run used the cached file
+    fid = json.loads((tmp_path / "eval" / "cyclegan_test_metrics.json").read_text())["fid"]
+    assert fid["num_tiles"] == 8 and fid["weights"] == "pt_inception-2015-12-05-6726825d.pth"
+    assert math.isfinite(fid["translation"]) and fid["translation"] == pytest.approx(fid["identity_baseline"])
+    assert "FID against the real H&E tiles" in (tmp_path / "eval" / "cyclegan_test_metrics.md").read_text()
+    wrong = run_bundle(["run", "--config_file", EVALUATE, *overrides({**args, "fid#sha256_prefix": "deadbeef"})],
+                       cwd=tmp_path, env=env)
+    assert "does not start with deadbeef" in wrong.stdout and len(fid_server["requests"]) == 1
+    fid = json.loads((tmp_path / "eval" / "cyclegan_test_metrics.json").read_text())["fid"]
+    assert fid.startswith("FID: not computed (WeightsUnavailableError:")
 
 
 def test_bad_test_images_are_named_and_fail_the_run_unless_partial(trained, tmp_path):
@@ -152,7 +209,7 @@ def test_bad_test_images_are_named_and_fail_the_run_unless_partial(trained, tmp_
     shutil.copy(test["HE"] / "00000_test_0.png", test["HE"] / "00002_test_2+.png")  # its partner
     # a relative --dataset_dir: with a reader fallback into ITK (which changes the working directory), good cases
     # were once set aside as "No such file or directory"
-    args = {**work, "dataset_dir": "BCI", "output_dir": str(tmp_path / "eval")}
+    args = {**work, "dataset_dir": "BCI", "output_dir": str(tmp_path / "eval"), "fid_weights": "None"}
     failed = run_bundle(["run", "--config_file", EVALUATE, *overrides(args)], cwd=tmp_path, check=False)
     assert failed.returncode != 0
     assert "2 of 3 case(s) failed: ['00001_test_1+', '00002_test_2+']" in failed.stdout

@@ -141,3 +141,17 @@ def test_inference_builds_the_generator_its_weights_record(tmp_path):
     assert wrong.returncode != 0
     assert f"{models / 'generator_ihc_to_he.pt'}: these weights were saved by a network with other settings " \
            "(base_channels 16 in the weights, 64 here)" in wrong.stdout
+
+
+def test_the_overlay_legend_names_the_types_drawn_in_their_colours():
+    from shared.writers.nuclei import TYPE_COLOURS, Nucleus, draw_contours, type_names_of
+
+    square = np.array([[45, 45], [55, 45], [55, 55], [45, 55]])
+    nuclei = [Nucleus(1, (50, 50), 2, 0.9, 100, square), Nucleus(2, (80, 80), 4, 0.9, 100, square + 30)]
+    names = type_names_of(list(CONSEP.values())[1:])
+    overlay = draw_contours(np.full((120, 160, 3), 200, np.uint8), nuclei, (1.0, 1.0), type_names=names)
+    assert tuple(overlay[6, 6]) == TYPE_COLOURS[2] and tuple(overlay[18, 6]) == TYPE_COLOURS[4]  # one swatch a type
+    assert (overlay[2:22, 14:80].astype(int).sum(-1) < 300).any()  # the names, in black
+    assert tuple(overlay[50, 45]) == TYPE_COLOURS[2]  # the contour itself
+    plain = draw_contours(np.full((120, 160, 3), 200, np.uint8), nuclei, (1.0, 1.0))
+    assert tuple(plain[6, 6]) == (200, 200, 200)  # no legend without type names

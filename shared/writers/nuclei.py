@@ -143,15 +143,35 @@ def nuclei_geojson(result: NucleiResult, type_names: Mapping[int, str],
 
 
 def draw_contours(image: np.ndarray, nuclei: Sequence[Nucleus], scale: tuple[float, float],
-                  colours: Mapping[int, Sequence[int]] = TYPE_COLOURS, width: int = 1) -> np.ndarray:
+                  colours: Mapping[int, Sequence[int]] = TYPE_COLOURS, width: int = 1,
+                  type_names: Mapping[int, str] | None = None) -> np.ndarray:
     """``image`` (RGB uint8) with each nucleus's contour drawn in its type's colour; contours are in level-0
-    pixels, ``scale`` level-0 pixels per image pixel ``(x, y)``."""
+    pixels, ``scale`` level-0 pixels per image pixel ``(x, y)``. With ``type_names``, a legend of the types drawn
+    (colour swatch and name) in the top-left corner, when the image has room for it."""
     picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
     for n in nuclei:
         points = [(float(x) / scale[0], float(y) / scale[1]) for x, y in n.contour]
         draw.line(points + points[:1], fill=tuple(colours.get(n.type, (128, 128, 128))), width=width)
+    if type_names:
+        _draw_legend(draw, picture.size, sorted({n.type for n in nuclei}), type_names, colours)
     return np.asarray(picture)
+
+
+LEGEND_ROW = 12  # pixels a legend line takes
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], types: Sequence[int],
+                 type_names: Mapping[int, str], colours: Mapping[int, Sequence[int]]) -> None:
+    names = [type_names.get(t, str(t)) for t in types]
+    box_width = 16 + 6 * max((len(n) for n in names), default=0)
+    if not types or size[0] < box_width + 4 or size[1] < LEGEND_ROW * len(types) + 4:
+        return
+    draw.rectangle([0, 0, box_width, LEGEND_ROW * len(types) + 2], fill=(255, 255, 255))
+    for row, (t, name) in enumerate(zip(types, names)):
+        top = 2 + LEGEND_ROW * row
+        draw.rectangle([2, top, 10, top + 8], fill=tuple(colours.get(t, (128, 128, 128))))
+        draw.text((14, top - 1), name, fill=(0, 0, 0))
 
 
 def write_label_map(path: str, labels: np.ndarray) -> None:
@@ -208,7 +228,8 @@ class SaveNucleiOutputsd(MapTransform):
             write_label_map(where["types"], result.type_map.astype(np.uint8))
         _write_json(where["nuclei"], nuclei_json(result, files, self.type_names))
         _write_json(where["geojson"], nuclei_geojson(result, self.type_names))
-        overlay = draw_contours(result.he_image, result.nuclei, result.he_scale, width=self.line_width)
+        overlay = draw_contours(result.he_image, result.nuclei, result.he_scale, width=self.line_width,
+                                type_names=self.type_names)
         Image.fromarray(overlay).save(where["overlay"])
         return files
 

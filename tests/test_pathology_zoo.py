@@ -155,3 +155,18 @@ def test_the_overlay_legend_names_the_types_drawn_in_their_colours():
     assert tuple(overlay[50, 45]) == TYPE_COLOURS[2]  # the contour itself
     plain = draw_contours(np.full((120, 160, 3), 200, np.uint8), nuclei, (1.0, 1.0))
     assert tuple(plain[6, 6]) == (200, 200, 200)  # no legend without type names
+
+
+def test_evaluate_hovernet_scores_the_zoo_weights_without_their_foreign_types(zoo_hub, tmp_path):
+    """evaluate_hovernet.json --nuclei_weights zoo on PanNuke-layout tiles: the type-agnostic scores only, since
+    CoNSeP's types are not PanNuke's."""
+    args = {**TINY_HOVERNET, "demo#dir": str(tmp_path / "PanNuke"), "ckpt_dir": str(tmp_path / "models"),
+            "output_dir": str(tmp_path / "eval"), "nuclei_weights": "zoo"}
+    args = {k: v for k, v in args.items() if not k.startswith("train#")}
+    stack = f"['{CONFIGS / 'train_hovernet.json'}','{CONFIGS / 'evaluate_hovernet.json'}']"
+    result = run_python(["-m", "monai.bundle", "run", "--config_file", stack, *overrides(args)],
+                        hub_env(zoo_hub, tmp_path / "hf"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:]
+    report = json.loads((tmp_path / "eval" / "hovernet_test_metrics.json").read_text())
+    assert report["num_tiles"] == 1 and report["types"] == {} and report["mpq"] is None
+    assert report["overall"]["true_nuclei"] > 0

@@ -96,7 +96,8 @@ class NucleiReport(EpochReport):
     tiles of the binary PQ (PanNuke's two summaries). Writes ``<name>.json`` (also each tile's numbers), ``.csv``
     and ``.md`` (a model-card table).
 
-    ``type_names`` name the types 1, 2, ... of the type maps. Reads the decollated outputs' ``pred_inst_key`` / ``pred_type_key`` (MONAI's HoVer-Net post-processing) and
+    ``type_names`` name the types 1, 2, ... of the type maps; with none, only the type-agnostic scores are computed
+    (weights whose types are not the labels', e.g. CoNSeP-typed weights on PanNuke tiles). Reads the decollated outputs' ``pred_inst_key`` / ``pred_type_key`` (MONAI's HoVer-Net post-processing) and
     the batch's ``true_inst_key`` / ``true_type_key`` whole-tile maps."""
 
     csv_header = ("nuclei", "pq", "sq", "rq", "dice", "precision", "recall", "f1", "true_nuclei", "predicted_nuclei")
@@ -110,11 +111,12 @@ class NucleiReport(EpochReport):
         self.pred_keys, self.true_keys = (pred_inst_key, pred_type_key), (true_inst_key, true_type_key)
         self.case_key = case_key
         self.type_pq = PanopticQualityMetric(num_classes=len(self.type_names), reduction="sum_batch",
-                                             return_confusion_matrix=True)
+                                             return_confusion_matrix=True) if self.type_names else None
         self.reset()
 
     def reset(self) -> None:
-        self.type_pq.reset()
+        if self.type_pq is not None:
+            self.type_pq.reset()
         self.binary_pq = np.zeros(4)
         n = len(self.type_names) + 1
         self.overlap = np.zeros((n, 2))  # row 0 nuclei mask, row t type t: (intersection, |pred| + |true|)
@@ -129,7 +131,9 @@ class NucleiReport(EpochReport):
             item = {**item, **out}
             pred_inst, pred_type = (torch.as_tensor(_as_map(item[k])).long() for k in self.pred_keys)
             true_inst, true_type = (torch.as_tensor(_as_map(item[k])).long() for k in self.true_keys)
-            self.type_pq(y_pred=torch.stack([pred_inst, pred_type])[None], y=torch.stack([true_inst, true_type])[None])
+            if self.type_pq is not None:
+                self.type_pq(y_pred=torch.stack([pred_inst, pred_type])[None],
+                             y=torch.stack([true_inst, true_type])[None])
             binary = compute_panoptic_quality(pred_inst, true_inst, output_confusion_matrix=True).cpu().numpy()
             self.binary_pq += binary
             masks = [(pred_inst > 0, true_inst > 0)] + [(pred_type == t, true_type == t)
@@ -145,7 +149,7 @@ class NucleiReport(EpochReport):
 
     def compute(self) -> dict:
         types = {}
-        if self.tiles:
+        if self.tiles and self.type_pq is not None:
             per_type = self.type_pq.aggregate().cpu().numpy().reshape(len(self.type_names), 4)
         else:
             per_type = np.zeros((len(self.type_names), 4))

@@ -18,34 +18,11 @@ from helpers.bundle_scripts import bundle_module
 from shared.data.slides import OpenInputd, PyramidTiffWSIReader, SlideImage, slide_reader
 from shared.transforms.validation import UnusableImageError
 
-APERIO = "Aperio Image Library v12.0.0\r\n"
-
-
 def _tissue() -> np.ndarray:
     """1024 x 768 RGB: the demo's 512 x 512 IHC image, mirrored to fill the slide."""
     ihc = bundle_module(PATHOLOGY, "demo").source_ihc()
     top = np.concatenate([ihc, ihc[:, ::-1]], 1)
     return np.ascontiguousarray(np.concatenate([top, top[::-1]], 0)[:, :768])
-
-
-def write_svs(path: Path, pixels: np.ndarray) -> Path:
-    """An Aperio-layout SVS: tiled JPEG baseline with AppMag and MPP, a stripped thumbnail, two tiled reduced levels,
-    a label and a macro image."""
-    height, width = pixels.shape[:2]
-    jpeg = dict(photometric="rgb", metadata=None, compression="jpeg")
-    with tifffile.TiffWriter(path) as tif:
-        tif.write(pixels, tile=(256, 256), **jpeg,
-                  description=APERIO + f"{width}x{height} [0,0 {width}x{height}] (256x256) JPEG/RGB Q=70|AppMag = 20|"
-                                       "MPP = 0.5")
-        tif.write(pixels[::8, ::8].copy(), **jpeg, description=APERIO + f"{width}x{height} -> {width // 8}x{height // 8}")
-        for factor in (2, 4):
-            level = pixels[::factor, ::factor].copy()
-            tif.write(level, tile=(256, 256), **jpeg,
-                      description=APERIO + f"{width}x{height} -> {level.shape[1]}x{level.shape[0]} JPEG/RGB Q=70")
-        tif.write(pixels[:64, :64].copy(), subfiletype=1, photometric="rgb", metadata=None,
-                  description=APERIO + "label 64x64")
-        tif.write(pixels[:128, :96].copy(), subfiletype=9, **jpeg, description=APERIO + "macro 96x128")
-    return path
 
 
 def write_pyramid_tiff(path: Path, pixels: np.ndarray) -> Path:
@@ -61,7 +38,8 @@ def write_pyramid_tiff(path: Path, pixels: np.ndarray) -> Path:
 def slides(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("slides")
     pixels = _tissue()
-    return {"svs": write_svs(folder / "aperio.svs", pixels), "tiff": write_pyramid_tiff(folder / "pyramid.tif", pixels)}
+    svs = bundle_module(PATHOLOGY, "demo").write_aperio_slide(folder / "aperio.svs", pixels)
+    return {"svs": svs, "tiff": write_pyramid_tiff(folder / "pyramid.tif", pixels)}
 
 
 @pytest.mark.parametrize("kind,driver", [("svs", "aperio"), ("tiff", "generic-tiff")])

@@ -36,6 +36,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 from scipy import ndimage
 from skimage import color, data, filters, measure, morphology, segmentation
@@ -46,7 +47,7 @@ from .layout import HER2_LEVELS, NUCLEUS_TYPES
 
 __all__ = [
     "GENERATOR_VERSION", "DAB_GAIN", "source_ihc", "haematoxylin", "dab", "render_he", "restain_ihc",
-    "nuclei_instances", "nucleus_types", "ensure_bci_demo", "ensure_pannuke_demo",
+    "nuclei_instances", "nucleus_types", "ensure_bci_demo", "ensure_pannuke_demo", "write_aperio_slide",
 ]
 
 logger = logging.getLogger(__name__)
@@ -245,3 +246,27 @@ def ensure_pannuke_demo(root: str, num_folds: int = 3, tiles_per_fold: int = 8, 
     settings = {"version": GENERATOR_VERSION, "layout": "PanNuke", "num_folds": num_folds,
                 "tiles_per_fold": tiles_per_fold, "tile_size": tile_size, "seed": seed}
     return generate_once(root, settings, build)
+
+
+APERIO = "Aperio Image Library v12.0.0\r\n"
+
+
+def write_aperio_slide(path: str | Path, pixels: np.ndarray, mpp: float = 0.5) -> Path:
+    """Write ``pixels`` (H, W, 3 uint8) as a slide in Aperio's SVS layout, which OpenSlide's Aperio driver and
+    tifffile both read: a tiled JPEG baseline with AppMag and MPP, a stripped thumbnail, tiled reduced levels (2x,
+    4x), a label and a macro image."""
+    path, (height, width) = Path(path), pixels.shape[:2]
+    jpeg = dict(photometric="rgb", metadata=None, compression="jpeg")
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(pixels, tile=(256, 256), **jpeg, description=APERIO + f"{width}x{height} [0,0 {width}x{height}] "
+                                                                        f"(256x256) JPEG/RGB Q=70|AppMag = 20|MPP = {mpp}")
+        tif.write(np.ascontiguousarray(pixels[::8, ::8]), **jpeg,
+                  description=APERIO + f"{width}x{height} -> {width // 8}x{height // 8}")
+        for factor in (2, 4):
+            level = np.ascontiguousarray(pixels[::factor, ::factor])
+            tif.write(level, tile=(256, 256), **jpeg,
+                      description=APERIO + f"{width}x{height} -> {level.shape[1]}x{level.shape[0]} JPEG/RGB Q=70")
+        tif.write(np.ascontiguousarray(pixels[:64, :64]), subfiletype=1, photometric="rgb", metadata=None,
+                  description=APERIO + "label 64x64")
+        tif.write(np.ascontiguousarray(pixels[:128, :96]), subfiletype=9, **jpeg, description=APERIO + "macro 96x128")
+    return path

@@ -257,8 +257,8 @@ def ensure_url_weights(url: str, hash_prefix: str | None = None, cache_dir: str 
     path = folder / os.path.basename(url.split("?")[0])
     if path.is_file():
         if hash_prefix and not sha256_file(path).startswith(hash_prefix):
-            raise WeightsUnavailableError(f"{path}: its sha256 does not start with {hash_prefix}, as the file from {url} "
-                                          "must: it is damaged or another file; delete it to fetch it again.")
+            raise WeightsUnavailableError(f"{path}: its sha256 does not start with {hash_prefix}, as the file from "
+                                          f"{url} must: it is damaged or another file; delete it to fetch it again.")
         return str(path)
     folder.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")

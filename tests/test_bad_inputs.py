@@ -208,7 +208,8 @@ def test_babyai_inference_fails_garbage_pairs_with_the_reason(babyai_demo, tmp_p
     pairs = [_pair(tmp_path / "good", a, b, affine), _pair(tmp_path / "apart", a, b, affine, shifted),
              _pair(tmp_path / "binary", (a > np.median(a)).astype(np.uint8), (b > np.median(b)).astype(np.uint8),
                    affine),
-             _pair(tmp_path / "truncated", a, b, affine), _pair(tmp_path / "complex", a.astype(np.complex64), b, affine)]
+             _pair(tmp_path / "truncated", a, b, affine),
+             _pair(tmp_path / "complex", a.astype(np.complex64), b, affine)]
     t2w_bytes = Path(pairs[3]["t2w"]).read_bytes()
     Path(pairs[3]["t2w"]).write_bytes(t2w_bytes[: len(t2w_bytes) // 2])
     result = _run(BABYAI, "inference.json", {**BABYAI_ORACLE, "datalist": json.dumps(pairs).replace('"', "'"),

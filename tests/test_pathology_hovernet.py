@@ -51,9 +51,11 @@ def test_two_stages_write_their_weights_and_stage1_starts_from_stage0(hovernet_r
         assert verify_sha256(models / name)
     stage0, stage1, final = (torch.load(models / n, weights_only=True)
                              for n in ("hovernet_stage0.pt", "hovernet_stage1.pt", "hovernet.pt"))
-    assert all(torch.equal(stage1[k], final[k]) for k in stage1)
+    assert all(torch.equal(stage1[k], final[k]) for k in stage1 if k != "_extra_state")
+    assert stage0["_extra_state"] == stage1["_extra_state"] == final["_extra_state"]  # the network's settings
     # one Adam step (lr 1e-4) away from stage 0's weights, not from a fresh initialisation
-    learned = [k for k in stage0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    learned = [k for k in stage0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked",
+                                                    "_extra_state"))]
     assert max(float((stage1[k] - stage0[k]).abs().max()) for k in learned) < 1e-3
     encoder = "res_blocks.d1.layers.denselayer_0.layers.conv1.weight"
     assert not torch.equal(stage0[encoder], stage1[encoder])  # stage 1 trains the encoder too
@@ -129,11 +131,12 @@ def test_configured_postprocessing_finds_every_known_nucleus(tmp_path):
     # the report handler on the same output: everything perfect
     # the type names of the training config (evaluate_hovernet.json inherits them) and of inference.json are
     # PanNuke's channels in order, one type-prediction channel each after the background
-    for config in ("train_hovernet.json", "inference.json"):
-        values = ConfigParser.load_config_file(str(CONFIGS / config))
+    trained = ConfigParser.load_config_file(str(CONFIGS / "train_hovernet.json"))
+    inferred = ConfigParser.load_config_file(str(CONFIGS / "inference.json"))["nuclei_presets"]["bundle"]
+    for config, values in (("train_hovernet.json", trained), ("inference.json", inferred)):
         assert values["nucleus_types"] == list(bundle_module(PATHOLOGY, "layout").NUCLEUS_TYPES), config
         assert values["num_classes"] == len(values["nucleus_types"]) + 1, config
-    types_of_config = values["nucleus_types"]
+    types_of_config = trained["nucleus_types"]
     report = NucleiReport(str(tmp_path), types_of_config, name="perfect")
     engine = SimpleNamespace(state=SimpleNamespace(
         output=[output], batch=[{"case": "synthetic", "label_inst": instances[None], "label_type": types[None]}]))

@@ -1,6 +1,6 @@
 """Issue 25, slide formats: the OpenSlide backend (``openslide-python`` + ``openslide-bin``, from PyPI) and the
 tifffile one read the same tiles from generated slides (an Aperio-layout SVS that OpenSlide's Aperio driver opens, and
-a generic tiled pyramidal TIFF); ``auto`` takes OpenSlide when it is installed; the pathology inference gives the same
+a generic tiled pyramidal TIFF); ``auto`` takes OpenSlide for vendor formats; the pathology inference gives the same
 nuclei with either; a file neither can read is named."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tifffile
 
 from conftest import ORACLE_ENV, PATHOLOGY, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
-from shared.data.slides import OpenInputd, PyramidTiffWSIReader, SlideImage, slide_reader
+from shared.data.slides import OpenInputd, PyramidTiffWSIReader, SlideImage, slide_backend, slide_reader
 from shared.transforms.validation import UnusableImageError
 
 def _tissue() -> np.ndarray:
@@ -57,9 +57,13 @@ def test_both_backends_read_identical_tiles(slides, kind, driver):
             r.close()
 
 
-def test_auto_takes_openslide_when_it_is_installed_and_a_backend_can_be_chosen(slides):
-    assert type(slide_reader("auto")) is type(slide_reader("openslide")) and slide_reader("auto").backend == "openslide"
-    assert isinstance(slide_reader("tifffile"), PyramidTiffWSIReader)
+def test_auto_takes_openslide_for_vendor_formats_and_tifffile_for_generic_tiffs(slides):
+    """OpenSlide's vendor drivers for the SVS; tifffile for generic pyramidal TIFFs, since it also reads levels kept
+    in sub-IFDs (which OpenSlide does not) and decodes only the tiles a region covers."""
+    svs, tiff = str(slides["svs"]), str(slides["tiff"])
+    assert slide_backend(svs) == "openslide" and slide_reader("auto", svs).backend == "openslide"
+    assert slide_backend(tiff) == "tifffile" and isinstance(slide_reader("auto", tiff), PyramidTiffWSIReader)
+    assert slide_backend(tiff, "openslide") == "openslide"  # a choice made is kept
     with pytest.raises(ValueError, match="wsi_backend must be"):
         slide_reader("bioformats")
 

@@ -5,8 +5,9 @@ which parts of a slide are processed.
 - Plain images are read whole (PIL; TIFF through ``tifffile``) and brought to RGB uint8: RGBA is composited over
   white, 16-bit (or other integer / float) pixels are rescaled to 8 bits with a warning; grayscale, images smaller
   than ``min_size`` and unreadable files are refused with an ``UnusableImageError`` that names the file.
-- Whole-slide images are read with MONAI's WSI reader: OpenSlide when it is installed, else
-  :class:`PyramidTiffWSIReader`, MONAI's ``tifffile`` backend with two fixes for real slides: the levels are the
+- Whole-slide images are read with MONAI's WSI reader: OpenSlide (when it is installed) for the vendors' formats
+  its drivers recognise, else :class:`PyramidTiffWSIReader`, MONAI's ``tifffile`` backend with two fixes for real
+  slides: the levels are the
   image pyramid's (an SVS file's thumbnail, label and macro pages are not levels; tifffile-written pyramids keep their
   levels in sub-IFDs), and a region read decodes only the tiles (or strips) it covers, where MONAI's backend decodes
   the whole level for every patch.
@@ -271,11 +272,27 @@ class PyramidTiffWSIReader(TiffFileWSIReader):
         return np.moveaxis(patch, -1, self.channel_dim)
 
 
-def slide_reader(backend: str = "auto"):
+def slide_backend(path: str | None, backend: str = "auto") -> str:
+    """``backend``, or for ``"auto"`` the one for ``path``: OpenSlide (when it is installed) for a format its vendor
+    drivers recognise (Aperio SVS, Hamamatsu, Leica, ...), else tifffile, which also reads the generic pyramidal
+    TIFFs that OpenSlide does not (levels in sub-IFDs) and decodes only the tiles a region covers."""
+    if backend != "auto":
+        return backend
+    openslide, installed = optional_import("openslide")
+    if installed and path is not None:
+        try:
+            vendor = openslide.OpenSlide.detect_format(path)
+        except Exception:  # unreadable: tifffile names the problem
+            vendor = None
+        if vendor not in (None, "generic-tiff"):
+            return "openslide"
+    return "tifffile"
+
+
+def slide_reader(backend: str = "auto", path: str | None = None):
     """The WSI reader of ``backend``: ``"openslide"`` (MONAI's ``WSIReader``), ``"tifffile"``
-    (:class:`PyramidTiffWSIReader`), or ``"auto"``: OpenSlide when it is installed, else tifffile."""
-    if backend == "auto":
-        backend = "openslide" if optional_import("openslide")[1] else "tifffile"
+    (:class:`PyramidTiffWSIReader`), or ``"auto"``: the one :func:`slide_backend` chooses for ``path``."""
+    backend = slide_backend(path, backend)
     if backend == "tifffile":
         return PyramidTiffWSIReader()
     if backend == "openslide":
@@ -344,7 +361,7 @@ class SlideImage(InputImage):
 
     def __init__(self, path: str, level: int = 0, backend: str = "auto") -> None:
         self.path, self.level = path, int(level)
-        self.reader = slide_reader(backend)
+        self.reader = slide_reader(backend, path)
         self.wsi = self.reader.read(path)
         count = self.reader.get_level_count(self.wsi)
         sizes = [self.reader.get_size(self.wsi, i) for i in range(count)]
@@ -412,7 +429,7 @@ class OpenInputd(MapTransform):
     Args:
         keys: keys of the input paths.
         level: the slide level to process (0: full resolution).
-        wsi_backend: ``"auto"``, ``"tifffile"`` or ``"openslide"`` (see :func:`slide_reader`).
+        wsi_backend: ``"auto"``, ``"tifffile"`` or ``"openslide"`` (see :func:`slide_backend`).
         min_size: the smallest side accepted for a plain image, in pixels.
     """
 

@@ -5,7 +5,6 @@ output outside the output folder; distinct inputs get distinct outputs, and the 
 from __future__ import annotations
 
 import json
-import struct
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import BABYAI, HIPMRI, ORACLE_ENV, PATHOLOGY, TINY_BABYAI, overrides, run_bundle
+from helpers.bad_inputs import NIFTI_VARIANTS
 from shared.data.case_names import checked_case_names
 from shared.writers.naming import case_name_formatter, output_path
 
@@ -150,27 +150,17 @@ def test_a_case_name_with_a_path_writes_nothing_anywhere(tmp_path, case):
 
 
 # --- damaged files: one message naming the file, the problem and what to do --------------------------------------
-def _patched_header(path: Path, offset: int, fmt: str, *values) -> Path:
-    data = bytearray(path.read_bytes())
-    data[offset: offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
-    path.write_bytes(bytes(data))
-    return path
-
-
 def _damaged_niftis(folder: Path, good: Path) -> dict[str, str]:
-    """Damaged copies of the NIfTI ``good`` in ``folder``; return ``{stem: what the error must say}``."""
-    image = nib.load(good)
-    pixels, affine = np.asarray(image.dataobj), image.affine
-    whole = good.read_bytes()
-    (folder / "truncated.nii.gz").write_bytes(whole[: len(whole) // 2])
-    nib.save(nib.Nifti1Image(pixels.astype(np.float32), affine), folder / "zero_voxel.nii")
-    _patched_header(folder / "zero_voxel.nii", 296, "<4f", 0, 0, 0, 0)  # srow_y: the second axis has no length
-    nib.save(nib.Nifti1Image(pixels.astype(np.float32), affine), folder / "huge.nii")
-    _patched_header(folder / "huge.nii", 40, f"<{1 + pixels.ndim}h", pixels.ndim, *[30000] * pixels.ndim)
-    nib.save(nib.Nifti1Image(pixels.astype(np.complex64), affine), folder / "complex.nii.gz")
-    size = "x".join(["30000"] * pixels.ndim)
-    return {"truncated": "its voxels cannot be read (EOFError", "zero_voxel": "a size that is zero, negative",
-            "huge": f"its header declares {size} voxels of float32", "complex": "complex-valued voxels (complex64)"}
+    """Damaged copies of the NIfTI ``good`` in ``folder``, made by the bad-input table's variants; return ``{stem: what
+    the error must say}``."""
+    variants = {v.name: v for v in NIFTI_VARIANTS}
+    size = "x".join(["30000"] * nib.load(good).ndim)
+    expected = {"truncated_gz": "its voxels cannot be read (EOFError",
+                "zero_voxel_size": "a size that is zero, negative", "huge_header": f"its header declares {size} voxels "
+                "of float32", "complex": "complex-valued voxels (complex64)"}
+    for name in expected:
+        variants[name].make(nib.load(good), folder / name)
+    return expected
 
 
 def test_damaged_hipmri_slices_are_named_and_the_good_one_written(hipmri_demo, tmp_path):

@@ -137,7 +137,9 @@ def _truncated_nii(image: nib.Nifti1Image, stem: Path) -> Path:
 
 
 def _written_bytes(data: bytes, ext: str = ".nii.gz") -> Callable:
-    def make(image: nib.Nifti1Image, stem: Path) -> Path:
+    """A variant that is the file ``<stem><ext>`` holding ``data``, whatever the good input."""
+
+    def make(image, stem: Path) -> Path:
         path = stem.with_name(stem.name + ext)
         path.write_bytes(data)
         return path
@@ -249,14 +251,6 @@ def _tiff(pixels: np.ndarray, stem: Path, **options) -> Path:
     return path
 
 
-def _image_bytes(data: bytes, ext: str = ".png") -> Callable:
-    def make(pixels: np.ndarray, stem: Path) -> Path:
-        path = stem.with_name(stem.name + ext)
-        path.write_bytes(data)
-        return path
-    return make
-
-
 def _cut_image(ext: str) -> Callable:
     def make(pixels: np.ndarray, stem: Path) -> Path:
         return _cut(_png(pixels, stem, ext), 0.4)
@@ -317,9 +311,9 @@ IMAGE_VARIANTS: list[Variant] = [
     Variant("truncated_png", "failed", "not a readable image file", _cut_image(".png")),
     Variant("truncated_jpeg", "failed", "", _cut_image(".jpg")),
     Variant("truncated_tiff", "failed", "", lambda p, s: _cut(_tiff(p, s, photometric="rgb"), 0.3)),
-    Variant("empty_file", "failed", "not a readable image file", _image_bytes(b"")),
-    Variant("text_file", "failed", "not a readable image file", _image_bytes(b"this is not an image\n")),
-    Variant("png_header_only", "failed", "not a readable image file", _image_bytes(b"\x89PNG\r\n\x1a\n")),
+    Variant("empty_file", "failed", "not a readable image file", _written_bytes(b"", ".png")),
+    Variant("text_file", "failed", "not a readable image file", _written_bytes(b"this is not an image\n", ".png")),
+    Variant("png_header_only", "failed", "not a readable image file", _written_bytes(b"\x89PNG\r\n\x1a\n", ".png")),
     Variant("decompression_bomb", "failed", "", _huge_png),
     Variant("tiff_float_negative", "failed", "", lambda p, s: _tiff(p.astype(np.float32) - 300.0, s,
                                                                     photometric="rgb")),

@@ -38,7 +38,7 @@ def test_every_step_of_a_bundle_runs_on_the_cpu_with_its_figures(tmp_path):
     table = json.loads((tmp_path / f"gpu_check_{bundle}.json").read_text())
     rows = {row["step"]: row for row in table["rows"]}
     assert set(rows) == {"train.json", "train.json resumed", "train_prior.json", "train_prior.json resumed",
-                         "evaluate", "generate", "inference", "train.json multi-GPU", "train_prior.json multi-GPU",
+                         "evaluate", "generate", "evaluate_generation", "inference", "train.json multi-GPU", "train_prior.json multi-GPU",
                          "export"}
     assert all(row["ok"] for row in rows.values())
     assert table["machine"]["device"] == "cpu (GPUs hidden)" and table["machine"]["peak_flops_per_s"]["fp32"] > 0

@@ -13,9 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import HIPMRI, ORACLE_ENV, REPO, TINY_HIPMRI, oracle_weights, overrides, run_bundle
 from helpers.bundle_scripts import bundle_module
+from shared.networks.code_grid_transformer import CodeGridTransformer
 
 CONFIGS = HIPMRI / "configs"
 ORACLE = ORACLE_ENV
@@ -42,39 +44,74 @@ class _CodesOf(torch.nn.Module):
         return images[:, 0].long()
 
 
-def test_windowed_prior_knows_grid_positions_and_evaluation_scores_every_code_once():
-    from monai.utils.ordering import Ordering
+@pytest.mark.parametrize("block", [(1, 1), (2, 2)])
+def test_prior_reads_blocks_in_raster_order_and_predicts_each_from_earlier_ones_only(block):
+    from shared.inferers.code_grid_prior import CodeGridPriorInferer
 
-    from shared.inferers.code_prior import CodePriorInferer, sample_codes
-
-    prior = bundle_module(HIPMRI, "networks").code_prior(num_embeddings=7, latent_size=(6, 4), window=8, dim=16,
-                                                          depth=1, heads=2).eval()
-    ordering = Ordering("raster_scan", spatial_dims=2, dimensions=(1, 6, 4))
-    images = torch.randint(0, 7, (2, 1, 6, 4)).float()
-    codes = images[:, 0].long().reshape(2, -1)
-    tokens = torch.nn.functional.pad(codes, (1, 0), value=7)[:, :-1]
-    with torch.no_grad():
-        logits, targets = CodePriorInferer(_CodesOf(), ordering)(images, prior)
-        assert logits.shape == (2, 24, 8) and torch.equal(targets, codes)
-        # the code at 20 is scored by the last window (16..23), the code at 13 by the window 8..15
-        assert torch.allclose(logits[:, 20], prior(tokens[:, 16:24], offset=16)[:, 4], atol=1e-6)
-        assert torch.allclose(logits[:, 13], prior(tokens[:, 8:16], offset=8)[:, 5], atol=1e-6)
-        # the same window at another place in the grid is read differently
-        assert not torch.allclose(prior(tokens[:, 8:16], offset=8), prior(tokens[:, 8:16], offset=0))
-    with pytest.raises(ValueError, match="exceed the window"):
-        prior(tokens[:, :9])
     torch.manual_seed(0)
-    sampled = sample_codes(prior, 3, (6, 4), ordering, bos=7)
-    assert sampled.shape == (3, 6, 4) and sampled.max() < 7 and sampled.min() >= 0
+    prior = CodeGridTransformer(7, (6, 4), block, dim=16, depth=2, heads=2).eval()
+    grid = torch.arange(24).reshape(1, 6, 4) % 7
+    tokens = prior.to_tokens(grid)
+    assert tokens.shape == (1, 24 // math.prod(block), math.prod(block)) and torch.equal(prior.to_grid(tokens), grid)
+    assert tokens[0, 1].tolist() == grid[0, : block[0], block[1] : 2 * block[1]].flatten().tolist()  # 2nd block
+    images = torch.randint(0, 7, (2, 1, 6, 4)).float()
+    with torch.no_grad():
+        logits, targets = CodeGridPriorInferer(_CodesOf())(images, prior)
+        assert logits.shape == (2, 24, 7) and torch.equal(targets, prior.to_tokens(images[:, 0].long()).flatten(1))
+        changed = images.clone()
+        changed[:, 0, -1, -1] = (changed[:, 0, -1, -1] + 1) % 7  # the last code: no prediction may change
+        assert torch.equal(CodeGridPriorInferer(_CodesOf())(changed, prior)[0], logits)
+        changed = images.clone()
+        changed[:, 0, 0, 0] = (changed[:, 0, 0, 0] + 1) % 7  # the first code: only the first block's own don't
+        moved = CodeGridPriorInferer(_CodesOf())(changed, prior)[0]
+        k = math.prod(block)
+        assert torch.equal(moved[:, :k], logits[:, :k]) and not torch.allclose(moved[:, k:], logits[:, k:])
+    with pytest.raises(ValueError, match="divisible"):
+        CodeGridTransformer(7, (6, 4), (4, 4))
 
 
-def test_every_trainable_parameter_of_the_prior_gets_a_gradient():
-    """What DistributedDataParallel needs of a network (else: "Expected to have finished reduction"); MONAI's
-    transformer blocks carry a cross-attention norm that the prior never uses, which is frozen."""
-    prior = bundle_module(HIPMRI, "networks").code_prior(latent_size=(16, 8), window=64)
-    prior(torch.randint(0, 512, (2, 64)), offset=10).sum().backward()
-    assert [n for n, p in prior.named_parameters() if p.requires_grad and p.grad is None] == []
-    assert not any(p.requires_grad for n, p in prior.named_parameters() if "norm_cross_attn" in n)
+@pytest.mark.parametrize("block", [(1, 1), (2, 2)])
+def test_cached_sampling_gives_the_full_pass_logits_and_repeats_under_a_seed(block):
+    from shared.inferers.code_grid_prior import sample_code_grids
+
+    torch.manual_seed(0)
+    prior = CodeGridTransformer(7, (6, 4), block, dim=16, depth=2, heads=2).eval()
+    tokens = torch.cat((prior.begin_token.expand(3, 1, -1), prior.to_tokens(torch.randint(0, 7, (3, 6, 4)))[:, :-1]), 1)
+    with torch.no_grad():
+        cache = prior.start_cache(3)
+        stepped = torch.stack([prior.step(tokens[:, i], cache) for i in range(prior.seq_len)], dim=1)
+        assert torch.allclose(stepped, prior(tokens), atol=1e-5)
+    first = sample_code_grids(prior, 5, generator=torch.Generator().manual_seed(1))
+    assert first.shape == (5, 6, 4) and 0 <= first.min() and first.max() < 7  # the begin code is never drawn
+    assert torch.equal(first, sample_code_grids(prior, 5, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, sample_code_grids(prior, 5, generator=torch.Generator().manual_seed(2)))
+    greedy = sample_code_grids(prior, 5, top_k=1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(greedy, sample_code_grids(prior, 5, top_k=1, generator=torch.Generator().manual_seed(2)))
+
+
+def test_every_parameter_of_the_prior_gets_a_gradient():
+    """What DistributedDataParallel needs of a network (else: "Expected to have finished reduction")."""
+    prior = CodeGridTransformer(512, (16, 8), (2, 2), dim=32, depth=2, heads=2)
+    tokens = torch.cat((prior.begin_token.expand(2, 1, -1), torch.randint(0, 512, (2, prior.seq_len - 1, 4))), 1)
+    prior(tokens).sum().backward()
+    assert [n for n, p in prior.named_parameters() if p.grad is None] == []
+
+
+def test_two_sample_test_tells_different_sets_apart_and_not_alike_ones():
+    from shared.metrics.two_sample_test import classifier_two_sample_test
+
+    noise = torch.Generator().manual_seed(0)
+    first, second = torch.randn(32, 1, 32, 16, generator=noise), torch.randn(32, 1, 32, 16, generator=noise)
+    disk = ((torch.linspace(-1, 1, 32)[:, None] ** 2 + torch.linspace(-1, 1, 16) ** 2) < 0.5).float()
+    settings = {"folds": 4, "epochs": 10, "channels": (8, 16)}
+    assert classifier_two_sample_test(first, first.clone(), **settings)["accuracy"] == 0.5  # the same images
+    alike = classifier_two_sample_test(first, second, **settings)
+    assert abs(alike["accuracy"] - 0.5) < 4 * alike["chance_sd"] and alike["n"] == 32
+    assert classifier_two_sample_test(first, disk + 0.3 * second, **settings)["accuracy"] >= 0.95
+    assert classifier_two_sample_test(first, second[:20], **settings)["n"] == 20  # cut to the smaller set
+    state = torch.random.get_rng_state()
+    classifier_two_sample_test(first, second, **settings)
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_demo_layout_and_anatomy(hipmri_demo):
@@ -202,16 +239,34 @@ def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(traine
     run_bundle(["run", "training", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_prior.json'}']",
                 *overrides(prior)], cwd=tmp_path)
     assert (Path(work["ckpt_dir"]) / "prior.pt").is_file()
-    out = tmp_path / "generated"
-    run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'train_prior.json'}','{CONFIGS / 'generate.json'}']",
-                *overrides({**prior, "generated_dir": str(out), "num_samples": "3"})], cwd=tmp_path)
+    generate = [str(CONFIGS / c) for c in ("train.json", "train_prior.json", "generate.json")]
+    for out in (tmp_path / "generated", tmp_path / "again"):
+        run_bundle(["run", "--config_file", str(generate), *overrides({**prior, "generated_dir": str(out),
+                                                                        "num_samples": "3"})], cwd=tmp_path)
     for i in range(3):
         sample = nib.load(out / f"sample_{i:03d}.nii.gz").get_fdata()
         assert sample.shape == (64, 32) and np.isfinite(sample).all()
-    report = json.loads((out / "generation_metrics.json").read_text())
-    assert set(report) >= {"samples", "heldout", "random_codes", "note"} and "FID" in report["note"]
-    assert report["samples"]["count"] == 3 and 0 <= report["samples"]["nearest_training_ssim"]["mean"] <= 1
+        assert np.array_equal(sample, nib.load(tmp_path / "generated" / f"sample_{i:03d}.nii.gz").get_fdata())
+    record = json.loads((out / "generation.json").read_text())
+    assert record["num_samples"] == 3 and record["samples_per_second"] > 0 and record["seed"] == 0
+    # the two-sample test and the statistics, through the real config: 8 samples against 8 held-out slices
+    run_bundle(["run", "--config_file", str([*generate, str(CONFIGS / "evaluate_generation.json")]),
+                *overrides({**prior, "num_samples": "8", "two_sample_test#epochs": "1"})], cwd=tmp_path)
+    report = json.loads((tmp_path / "eval" / "generation" / "report.json").read_text())
+    assert set(report["two_sample_test"]) == {"samples", "held-out real (floor)", "random codes (ceiling)"}
+    assert all(t["n"] == 8 and 0 <= t["accuracy"] <= 1 for t in report["two_sample_test"].values())
+    assert report["statistics"]["samples"]["count"] == 8 and report["statistics"]["samples"]["copies"] == 0
+    assert "| samples | 8 |" in (tmp_path / "eval" / "generation" / "report.md").read_text()
+    grid = np.asarray(Image.open(tmp_path / "eval" / "generation" / "samples_vs_real.png"))
+    assert grid.shape == (3 * 32, 2 * 3 * 64 + 8)  # 8 samples beside 8 real slices, 3 a row, X across the page
     assert (out / "samples.png").is_file()
+    # a folder of training slices given as samples: each is a copy
+    generation = bundle_module(HIPMRI, "generation")
+    vqvae = bundle_module(HIPMRI, "networks").hipmri_vqvae(channels=(8, 8), num_res_channels=(4, 4),
+                                                         num_embeddings=16, embedding_dim=4).eval()
+    training = torch.rand(6, 1, 64, 32)
+    stats = generation.distribution_statistics(training[:3], training, training[3:], vqvae)
+    assert stats["copies"] == 3 and stats["nearest_training_ssim"]["mean"] > 0.999
 
 
 @pytest.mark.slow

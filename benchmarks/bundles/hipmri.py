@@ -73,7 +73,7 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
 
 def gpu_steps(quick: bool, work: Path) -> list[Step]:
     """``python -m benchmarks.gpu_check``: both trainings (the prior on the VQ-VAE just trained), evaluation,
-    generation, inference of a folder of demo slices, both multi-GPU stacks, the VQ-VAE exported."""
+    generation and its evaluation, inference of a folder of demo slices, both multi-GPU stacks, the VQ-VAE exported."""
     demo = {"demo#dir": str(work / "HipMRI_demo"), **QUICK} if quick else {}  # else the bundle's own demo folder
     models = str(work / "models")
     common = {**demo, "ckpt_dir": models, "output_dir": str(work / "eval")}
@@ -83,6 +83,9 @@ def gpu_steps(quick: bool, work: Path) -> list[Step]:
     steps += [
         Step("evaluate", "run", ["train.json", "evaluate.json"], common, needs=("train.json",)),
         Step("generate", "run", ["train.json", "train_prior.json", "generate.json"], {**common, "num_samples": 4 if quick else 16},
+             needs=("train_prior.json",)),
+        Step("evaluate_generation", "run", ["train.json", "train_prior.json", "generate.json", "evaluate_generation.json"],
+             {**common, "num_samples": 8 if quick else 64, **({"two_sample_test#epochs": 2} if quick else {})},
              needs=("train_prior.json",)),
         Step("inference", "infer", ["inference.json"], {**demo, "ckpt_dir": models, "output_dir": str(work / "out")},
              needs=("train.json",), outputs=("*_recon.nii.gz",)),

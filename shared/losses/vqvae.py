@@ -21,7 +21,7 @@ class VQVAELoss(nn.Module):
 
 class CodeSequenceLoss(nn.CrossEntropyLoss):
     """Mean cross-entropy (nats per code) of next-code logits (B, L, K) against the codes (B, L): given
-    ``(logits, codes)`` as ``CodePriorInferer`` returns them, or as two arguments."""
+    ``(logits, codes)`` as ``CodeGridPriorInferer`` returns them, or as two arguments."""
 
     def forward(self, output, codes: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(output, (tuple, list)):

@@ -120,9 +120,11 @@ def published_hipmri(hub, tmp_path_factory) -> Path:
     from helpers.bundle_scripts import bundle_module
 
     tmp = tmp_path_factory.mktemp("publish_hipmri")
+    from shared.networks.code_grid_transformer import CodeGridTransformer
+
     networks = bundle_module(HIPMRI, "networks")
-    weights = {"models/model.pt": networks.hipmri_vqvae().state_dict(),
-               "models/prior.pt": networks.code_prior().state_dict()}
+    prior = CodeGridTransformer(512, (64, 32), block=(2, 2), dim=128, depth=4, heads=4)  # train_prior.json's
+    weights = {"models/model.pt": networks.hipmri_vqvae().state_dict(), "models/prior.pt": prior.state_dict()}
     source = bundle_copy(HIPMRI, tmp / HIPMRI.name, weights)
     result = publish(source, hub, tmp, "--public", token=hub.token)
     assert result.returncode == 0, result.stdout[-6000:]

@@ -1,16 +1,14 @@
-"""The study's VQ-VAE as MONAI's VQVAE, and the autoregressive prior over its codes."""
+"""The study's VQ-VAE as MONAI's VQVAE, and loading a frozen network (the prior over its codes is
+``shared.networks.code_grid_transformer.CodeGridTransformer``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import VQVAE
 
-from shared.networks.grid_code_prior import GridCodePrior
-
-__all__ = ["hipmri_vqvae", "code_prior", "latent_size", "frozen"]
+__all__ = ["hipmri_vqvae", "latent_size", "frozen"]
 
 
 def hipmri_vqvae(
@@ -37,15 +35,6 @@ def hipmri_vqvae(
 def latent_size(image_size: Sequence[int], downsamplings: int = 2) -> list[int]:
     """The code grid of an image: 256x128 -> 64x32."""
     return [int(s) // 2**downsamplings for s in image_size]
-
-
-def code_prior(num_embeddings: int = 512, latent_size: Sequence[int] = (64, 32), window: int = 256, dim: int = 96,
-               depth: int = 4, heads: int = 4) -> GridCodePrior:
-    """The prior over the VQ-VAE's codes (+1 begin-of-sequence token): a ``DecoderOnlyTransformer`` that attends to
-    the last ``window`` codes (256 = 8 rows of a 64x32 grid, what a CPU trains and samples in minutes; the whole grid,
-    2048, on a GPU) and knows each code's place in the ``latent_size`` grid."""
-    return GridCodePrior(num_tokens=num_embeddings + 1, grid_len=int(math.prod(latent_size)), window=window,
-                         attn_layers_dim=dim, attn_layers_depth=depth, attn_layers_heads=heads)
 
 
 def frozen(network: torch.nn.Module, checkpoint: str, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -253,7 +253,8 @@ def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(traine
     run_bundle(["run", "--config_file", str([*generate, str(CONFIGS / "evaluate_generation.json")]),
                 *overrides({**prior, "num_samples": "8", "two_sample_test#epochs": "1"})], cwd=tmp_path)
     report = json.loads((tmp_path / "eval" / "generation" / "report.json").read_text())
-    assert set(report["two_sample_test"]) == {"samples", "held-out real (floor)", "random codes (ceiling)"}
+    assert set(report["two_sample_test"]) == {"samples", "held-out real (floor)", "random codes (ceiling)",
+                                              "VQ-VAE reconstructions of held-out real (the decoder's limit)"}
     assert all(t["n"] == 8 and 0 <= t["accuracy"] <= 1 for t in report["two_sample_test"].values())
     assert report["statistics"]["samples"]["count"] == 8 and report["statistics"]["samples"]["copies"] == 0
     assert "| samples | 8 |" in (tmp_path / "eval" / "generation" / "report.md").read_text()

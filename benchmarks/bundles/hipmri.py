@@ -1,5 +1,6 @@
 """HipMRI: training rows of the VQ-VAE (``train.json``) and of the prior (``train_prior.json`` on it); reconstruction of
-a test set's slices by ``inference.json``'s inferer against the study's per-slice loop; the VQ-VAE exported."""
+a test set's slices by ``inference.json``'s inferer against the study's per-slice loop; sampling code grids from the
+prior with its key/value cache against recomputing every earlier position at each step; the VQ-VAE exported."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from monai.transforms import Resize
 from benchmarks.bundle_config import parse
 from benchmarks.export_rows import export_rows
 from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
-from benchmarks.harness import Contenders, Row
+from benchmarks.harness import Contenders, Row, compare
 from benchmarks.slice_loops import batched_vs_study_loop
 from benchmarks.training_rows import training_rows
 from shared.data.integrity import save_with_sha256
+from shared.inferers.code_grid_prior import sample_code_grids
+from shared.networks.code_grid_transformer import CodeGridTransformer
 
 NAME = "hipmri_pelvis_vqvae"
 QUICK = {"image_size": [64, 32]}  # a 16x8 code grid
@@ -55,6 +58,36 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
                                  study_loop(parser.get_parsed_content("image_size")))
 
 
+@torch.inference_mode()
+def _sample_without_cache(prior: CodeGridTransformer, count: int, generator: torch.Generator) -> torch.Tensor:
+    """What a prior without a key/value cache does (as MONAI's ``VQVAETransformerInferer.sample``): each step runs
+    the network over the whole sequence so far and keeps the last position's logits."""
+    tokens = prior.begin_token.expand(count, 1, -1)
+    for _ in range(prior.seq_len):
+        probabilities = torch.softmax(prior(tokens)[:, -1].float(), dim=-1).flatten(0, 1)
+        drawn = torch.multinomial(probabilities, 1, generator=generator).reshape(count, 1, -1)
+        tokens = torch.cat((tokens, drawn), dim=1)
+    return prior.to_grid(tokens[:, 1:])
+
+
+def sampling_row(quick: bool, workdir: Path, repeats: int) -> Row:
+    """``generate.json``'s sampler against the same prior without its cache, both drawing with one seed."""
+    parser = parse(NAME, ["train.json", "train_prior.json"], _overrides(quick, workdir))
+    prior, count = parser.get_parsed_content("network_def").eval(), 2 if quick else 4
+
+    def cached() -> torch.Tensor:
+        return sample_code_grids(prior, count, generator=torch.Generator().manual_seed(0))
+
+    def uncached() -> torch.Tensor:
+        return _sample_without_cache(prior, count, torch.Generator().manual_seed(0))
+
+    return compare("sampling", f"{count} code grids of {prior.latent_size} ({prior.seq_len} steps of "
+                   f"{prior.block} blocks) from train_prior.json's prior: generate.json's sampler (key/value cache, "
+                   "all samples in one batch) vs recomputing the whole sequence at each step", cached, uncached,
+                   goal=2.0, repeats=repeats,
+                   check=lambda a, b: {"codes_identical_share": float((a == b).float().mean())})
+
+
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     iterations = 2 if quick else 10
     result = training_rows(parse(NAME, ["train.json"], _overrides(quick, workdir)), "train.json (VQ-VAE)",
@@ -64,6 +97,7 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     save_with_sha256(vqvae.state_dict(), workdir / "models" / "model.pt")
     result += training_rows(parse(NAME, ["train.json", "train_prior.json"], _overrides(quick, workdir)), "train_prior.json (prior)",
                             iterations, repeats)
+    result.append(sampling_row(quick, workdir, repeats))
     inference = parse(NAME, ["inference.json"], _overrides(quick, workdir))
     size = inference.get_parsed_content("image_size")
     result += export_rows("VQ-VAE", inference.get_parsed_content("network_def"),

@@ -4,7 +4,8 @@ elsewhere.
 ``generate_slices`` writes the samples. ``evaluate_generation`` measures a folder of samples (the prior's, or any
 generator's 2D NIfTI slices) against held-out real slices and, as a ceiling, the VQ-VAE decoding of uniformly random
 codes: a classifier two-sample test (``shared.metrics.two_sample_test``, with the same test on two disjoint sets of
-held-out real slices as the floor), memorisation (each image's SSIM to its nearest training slice; copies score 1),
+held-out real slices as the floor, and the VQ-VAE's reconstructions of real slices as the best any prior over
+its codes can do), memorisation (each image's SSIM to its nearest training slice; copies score 1),
 and distribution statistics: codebook usage, the distance between intensity histograms (1D Wasserstein, images on
 [0, 1]), the body area (share of the slice) and the number of bright structures inside the body. FID is not
 computed: it needs an Inception network's weights, which are not available offline, and Inception features of
@@ -218,6 +219,7 @@ def evaluate_generation(samples_dir: str, vqvae: torch.nn.Module, training: Sequ
         codes = torch.randint(0, vqvae.num_embeddings, (len(samples), *vqvae.index_quantize(pool[:1].to(device)).shape[1:]),
                               generator=torch.Generator().manual_seed(seed)).to(device)
         random_codes = vqvae.decode_samples(codes).float().cpu()
+        reconstructed = torch.cat([vqvae(part.to(device))[0].float().cpu() for part in others.split(16)])
     training_images = _images(training)
     settings = {"folds": folds, "epochs": epochs, "seed": seed}
     report = {
@@ -227,12 +229,14 @@ def evaluate_generation(samples_dir: str, vqvae: torch.nn.Module, training: Sequ
             "samples": classifier_two_sample_test(samples, reference, folds, epochs, seed=seed, device=device),
             "held-out real (floor)": classifier_two_sample_test(others, reference, folds, epochs, seed=seed,
                                                                 device=device),
+            "VQ-VAE reconstructions of held-out real (the decoder's limit)": classifier_two_sample_test(
+                reconstructed, reference, folds, epochs, seed=seed, device=device),
             "random codes (ceiling)": classifier_two_sample_test(random_codes, reference, folds, epochs, seed=seed,
                                                                  device=device),
         },
         "statistics": {name: distribution_statistics(images, training_images, reference, vqvae)
                        for name, images in (("samples", samples), ("held-out real", others),
-                                            ("random codes", random_codes))},
+                                            ("VQ-VAE reconstructions", reconstructed), ("random codes", random_codes))},
         "grid": os.path.join(output_dir, "samples_vs_real.png"),
     }
     count = min(grid_count, len(samples), len(reference))

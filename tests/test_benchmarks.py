@@ -13,7 +13,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 ROWS = {"trainer_overhead", "data_pipeline", "inference", "inference_onnxruntime", "export_torchscript",
-        "export_onnxruntime"}
+        "export_onnxruntime", "sampling"}
 
 
 def test_quick_benchmark_writes_one_table_per_bundle_with_every_row(tmp_path):
@@ -42,6 +42,7 @@ def test_quick_benchmark_writes_one_table_per_bundle_with_every_row(tmp_path):
             assert extra["compute_share"] == pytest.approx(
                 extra["achieved_flops_per_s"] / table["machine"]["peak_fp32_flops_per_s"], rel=1e-3)
     by_name = {row["name"]: row for row in table["rows"]}
+    assert by_name["sampling"]["extra"]["codes_identical_share"] == 1.0  # the cache changes no draw
     assert by_name["inference"]["extra"]["flops"] == by_name["inference_onnxruntime"]["extra"]["flops"]
     markdown = (tmp_path / f"{bundle}.md").read_text()
     assert markdown in result.stdout and markdown.count("\n| `") == len(table["rows"])

@@ -315,3 +315,14 @@ def test_a_volume_among_training_slices_is_set_aside(hipmri_demo, tmp_path):
     assert len(split["training"]) == 239
 
 
+
+
+def test_prior_weights_of_other_settings_are_refused_naming_the_file(tmp_path):
+    from shared.handlers.weights_loader import WeightsLoadError
+
+    weights = tmp_path / "prior.pt"
+    torch.save(CodeGridTransformer(7, (6, 4), (2, 2), dim=16, depth=1, heads=2).state_dict(), weights)
+    frozen = bundle_module(HIPMRI, "networks").frozen
+    assert frozen(CodeGridTransformer(7, (6, 4), (2, 2), dim=16, depth=1, heads=2), str(weights)).settings["dim"] == 16
+    with pytest.raises(WeightsLoadError, match=f"{weights}: cannot load these weights.*other settings"):
+        frozen(CodeGridTransformer(7, (6, 4), (1, 1), dim=16, depth=1, heads=2), str(weights))

@@ -33,6 +33,8 @@ from shared.inferers.code_grid_prior import sample_code_grids
 from shared.metrics.codebook_usage import code_usage
 from shared.metrics.two_sample_test import classifier_two_sample_test
 
+from .networks import frozen
+
 __all__ = ["generate_slices", "evaluate_generation", "read_samples", "distribution_statistics", "nearest_ssim", "shape_statistics",
            "COPY_SSIM"]
 
@@ -133,8 +135,7 @@ def generate_slices(vqvae: torch.nn.Module, prior: torch.nn.Module, checkpoint: 
     ``samples.png`` and ``generation.json`` (settings, seconds and samples a second). Repeatable under ``seed``."""
     os.makedirs(output_dir, exist_ok=True)
     device = next(vqvae.parameters()).device
-    prior.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
-    prior = prior.to(device).eval()
+    prior = frozen(prior, checkpoint, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     started = time.perf_counter()
     samples = []

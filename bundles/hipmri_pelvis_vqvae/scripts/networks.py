@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import VQVAE
 
+from shared.handlers.weights_loader import load_weights
+
 __all__ = ["hipmri_vqvae", "latent_size", "frozen"]
 
 
@@ -39,6 +41,6 @@ def latent_size(image_size: Sequence[int], downsamplings: int = 2) -> list[int]:
 
 def frozen(network: torch.nn.Module, checkpoint: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """``network`` with the state dict of ``checkpoint``, on ``device``, in eval mode and without gradients."""
-    network.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    load_weights(network, checkpoint, map_location=device)
     network.to(device).eval().requires_grad_(False)
     return network

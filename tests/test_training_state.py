@@ -85,3 +85,25 @@ def test_two_runs_in_one_checkpoint_folder_through_the_real_configs(bundle, requ
     assert "resumed from" in log and "state_iteration=000000001.pt" in log
     assert "optimizer lr 0.002 there, 0.004 here" in log
     assert "holds another run's state at the same iteration" in log  # the first run's state 2, replaced
+
+
+def test_a_disabled_early_stop_attaches_nothing_and_an_enabled_one_stops_training():
+    from ignite.engine import Engine, Events
+
+    from shared.handlers.early_stop import ResumableEarlyStopHandler
+
+    scores = iter([1.0, 0.5, 0.4, 0.3, 0.2])
+    trainer = Engine(lambda engine, batch: None)
+    off = ResumableEarlyStopHandler(patience=1, score_function=lambda engine: next(scores), enabled=False)
+    off.set_trainer(trainer)
+    off.attach(trainer)
+    assert not trainer.has_event_handler(off, Events.EPOCH_COMPLETED)
+    trainer.run([0], max_epochs=5)
+    assert trainer.state.epoch == 5
+
+    on = ResumableEarlyStopHandler(patience=1, score_function=lambda engine: next(scores))
+    trainer = Engine(lambda engine, batch: None)
+    on.set_trainer(trainer)
+    on.attach(trainer)
+    trainer.run([0], max_epochs=5)
+    assert trainer.state.epoch == 2  # the second epoch scored lower: patience 1 is spent

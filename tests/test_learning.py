@@ -59,7 +59,7 @@ def test_hipmri_vqvae_and_prior_trainings_learn(hipmri_demo, tmp_path):
     args = {**TINY_HIPMRI, **_work(tmp_path), "demo#dir": str(hipmri_demo)}
     _assert_learns(losses_on_one_batch(HIPMRI, [
         ([configs / "train.json"], args, "loss", ITERATIONS),
-        ([configs / "train.json", configs / "train_prior.json"], {**args, "vqvae_checkpoint": str(vqvae)}, "loss", ITERATIONS)]))
+        ([configs / "train.json", configs / "train_prior.json"], {**args, "checkpoint": str(vqvae)}, "loss", ITERATIONS)]))
 
 
 def test_babyai_train_learns(babyai_demo, tmp_path):

@@ -119,6 +119,27 @@ def test_configs_import_no_bundle_code_before_run(bundle):
             assert not any(name in line for name in ("shared", "scripts")), f"{config.name}: {line}"
 
 
+def _strings(node, key: str = ""):
+    """``(key, text)`` of every string of a config, with the key it is the value of."""
+    if isinstance(node, dict):
+        for k, value in node.items():
+            yield from _strings(value, k)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item, key)
+    elif isinstance(node, str):
+        yield key, node
+
+
+@pytest.mark.parametrize("config", sorted([*REPO.glob("bundles/*/configs/*.json"), *SHARED.glob("configs/*.json")]),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_configs_keep_expressions_short_and_pipelines_visible(config):
+    """No ``$`` expression over 120 characters, and no component whose target is a Python pipeline factory."""
+    for key, text in _strings(json.loads(config.read_text())):
+        assert not (text.startswith("$") and len(text) > 120), f"{len(text)} characters: {text}"
+        assert not (key == "_target_" and text.endswith("_transforms")), f"a pipeline factory: {text}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "bundle,configs",

@@ -33,6 +33,7 @@ STACKS = {
     "hipmri_pelvis_vqvae": [
         ["train.json", "evaluate.json"],
         ["train.json", "train_prior.json", "generate.json", "evaluate_generation.json"],
+        ["train.json", "fit_prior.json", "generate.json", "evaluate_generation.json"],
         ["inference.json"],
     ],
     "ispy2_breast_mri_vae_augmentation": [

@@ -145,6 +145,11 @@ def test_published_hipmri_runs_every_config_standalone(downloaded_hipmri, hipmri
     _run([*prior, configs / "generate.json", configs / "evaluate_generation.json"],
          {**work, "num_samples": "4", "two_sample_test#folds": "2", "two_sample_test#epochs": "1"}, cwd)
     assert json.loads((tmp_path / "eval" / "generation" / "report.json").read_text())["two_sample_test"]["samples"]["n"] == 4
+    mixture = [configs / "train.json", configs / "fit_prior.json"]
+    sizes = {**work, "prior#num_components": "4", "prior#num_mixtures": "2"}
+    _run(mixture, sizes, cwd, run_id="training")
+    _run([*mixture, configs / "generate.json"], {**sizes, "num_samples": "2", "generated_dir": str(tmp_path / "mix")}, cwd)
+    assert (tmp_path / "mix" / "sample_001.nii.gz").is_file()
     _run([configs / "train.json", configs / "multi_gpu_train.json"], {**work, "ckpt_dir": str(tmp_path / "ddp")}, cwd,
          run_id="training", torchrun=True, record_ranks=tmp_path / "recorder")
     assert (tmp_path / "ddp" / "model.pt").is_file()

@@ -1,7 +1,9 @@
-"""Sample new slices from the prior, and measure samples against held-out real slices with no network trained
-elsewhere.
+"""Fit the latent mixture prior, sample new slices from a prior, and measure samples against held-out real slices
+with no network trained elsewhere.
 
-``generate_slices`` writes the samples. ``evaluate_generation`` measures a folder of samples (the prior's, or any
+``fit_latent_mixture`` fits ``shared.networks.latent_mixture.LatentGaussianMixture`` to the VQ-VAE's latents of the
+training slices. ``generate_slices`` writes the samples of either prior (that mixture, or the code-grid
+transformer). ``evaluate_generation`` measures a folder of samples (the prior's, or any
 generator's 2D NIfTI slices) against held-out real slices and, as a ceiling, the VQ-VAE decoding of uniformly random
 codes: a classifier two-sample test (``shared.metrics.two_sample_test``, with the same test on two disjoint sets of
 held-out real slices as the floor, and the VQ-VAE's reconstructions of real slices as the best any prior over
@@ -29,13 +31,15 @@ from PIL import Image
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
+from shared.data.integrity import save_with_sha256
 from shared.inferers.code_grid_prior import sample_code_grids
+from shared.networks.latent_mixture import LatentGaussianMixture
 from shared.metrics.codebook_usage import code_usage
 from shared.metrics.two_sample_test import classifier_two_sample_test
 
 from .networks import frozen
 
-__all__ = ["generate_slices", "evaluate_generation", "read_samples", "distribution_statistics", "nearest_ssim", "shape_statistics",
+__all__ = ["fit_latent_mixture", "generate_slices", "evaluate_generation", "read_samples", "distribution_statistics", "nearest_ssim", "shape_statistics",
            "COPY_SSIM"]
 
 logger = logging.getLogger(__name__)
@@ -125,13 +129,51 @@ def _png(images: torch.Tensor) -> np.ndarray:
     return _grid(images, int(np.ceil(np.sqrt(len(images)))))
 
 
+def fit_latent_mixture(vqvae: torch.nn.Module, prior: LatentGaussianMixture, dataset: Sequence, path: str,
+                       spread: float = 1.0, max_slices: int | None = 2048, seed: int = 0,
+                       batch_size: int = 32) -> dict:
+    """Fit ``prior`` to ``vqvae``'s latents (before quantisation) of the ``image`` of each item of ``dataset`` (at
+    most ``max_slices``, drawn under ``seed``), save it to ``path`` with a sha256 sidecar and write
+    ``<path stem>.json`` (slices, explained variance, seconds)."""
+    started = time.perf_counter()
+    indices = list(range(len(dataset)))
+    if max_slices is not None and len(indices) > max_slices:
+        chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_slices]
+        indices = sorted(chosen.tolist())
+    device = next(vqvae.parameters()).device
+    with torch.inference_mode():
+        latents = torch.cat([
+            vqvae.encode(torch.stack([dataset[i]["image"] for i in indices[start : start + batch_size]]).float().to(device)).cpu()
+            for start in range(0, len(indices), batch_size)])
+    prior.cpu().fit(latents, spread=spread, seed=seed)
+    save_with_sha256(prior.state_dict(), path)
+    record = {"slices": len(indices), "num_components": prior.num_components, "num_mixtures": prior.num_mixtures,
+              "spread": spread, "explained_variance": round(prior.explained_variance, 4),
+              "seconds": round(time.perf_counter() - started, 2)}
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump(record, f, indent=2)
+    logger.info(f"fitted the latent mixture to {len(indices)} slices ({record['explained_variance']:.1%} of the "
+                f"latents' variance in {prior.num_components} components) in {record['seconds']} s: {path}")
+    return record
+
+
+def _draw(vqvae: torch.nn.Module, prior: torch.nn.Module, count: int, temperature: float, top_k: int | None,
+          generator: torch.Generator) -> torch.Tensor:
+    """``count`` decoded samples of ``prior``: latents of a mixture, quantised; or codes of a code-grid prior."""
+    if isinstance(prior, LatentGaussianMixture):
+        if top_k is not None:
+            raise ValueError("top_k applies to the code-grid prior (train_prior.json), not to the latent mixture.")
+        quantised, _ = vqvae.quantize(prior.sample(count, temperature, generator))
+        return vqvae.decode(quantised)
+    return vqvae.decode_samples(sample_code_grids(prior, count, temperature, top_k, generator))
+
+
 def generate_slices(vqvae: torch.nn.Module, prior: torch.nn.Module, checkpoint: str, output_dir: str,
                     num_samples: int = 16,
                     temperature: float = 1.0, top_k: int | None = None, seed: int = 0, batch_size: int = 64,
                     affine: Sequence[Sequence[float]] | None = None) -> dict:
-    """Sample ``num_samples`` code grids from ``prior`` (a ``CodeGridTransformer``, with the weights of
-    ``checkpoint``), ``batch_size`` advancing
-    together, decode them with ``vqvae`` and write ``sample_<i>.nii.gz`` (normalised intensities, on ``affine``),
+    """Sample ``num_samples`` slices from ``prior`` (a ``LatentGaussianMixture``, or a ``CodeGridTransformer``
+    whose code grids advance ``batch_size`` together; with the weights of ``checkpoint``), decode them with ``vqvae`` and write ``sample_<i>.nii.gz`` (normalised intensities, on ``affine``),
     ``samples.png`` and ``generation.json`` (settings, seconds and samples a second). Repeatable under ``seed``."""
     os.makedirs(output_dir, exist_ok=True)
     device = next(vqvae.parameters()).device
@@ -141,8 +183,8 @@ def generate_slices(vqvae: torch.nn.Module, prior: torch.nn.Module, checkpoint: 
     samples = []
     with torch.inference_mode():
         for start in range(0, num_samples, batch_size):
-            codes = sample_code_grids(prior, min(batch_size, num_samples - start), temperature, top_k, generator)
-            samples.append(vqvae.decode_samples(codes).float().cpu())
+            count = min(batch_size, num_samples - start)
+            samples.append(_draw(vqvae, prior, count, temperature, top_k, generator).float().cpu())
     seconds = time.perf_counter() - started
     samples = torch.cat(samples)
     if not torch.isfinite(samples).all():

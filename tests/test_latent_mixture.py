@@ -44,6 +44,8 @@ def test_too_few_latents_or_another_shape_is_refused():
     mixture = LatentGaussianMixture([2, 3, 2], num_components=8, num_mixtures=2)
     with pytest.raises(ValueError, match="6 latents cannot give 8 principal components"):
         mixture.fit(_two_clusters(6))
+    with pytest.raises(ValueError, match="10 latents cannot fit 12 Gaussians"):
+        LatentGaussianMixture([2, 3, 2], num_components=3, num_mixtures=12).fit(_two_clusters(10))
     with pytest.raises(ValueError, match=r"latents of shape \(12,\) do not fit"):
         mixture.fit(torch.zeros(20, 12))
 

@@ -52,6 +52,9 @@ class LatentGaussianMixture(RecordedSettings, nn.Module):
         if len(latents) <= self.num_components:
             raise ValueError(f"{len(latents)} latents cannot give {self.num_components} principal components; "
                              "fit on more images or lower num_components.")
+        if len(latents) < self.num_mixtures:
+            raise ValueError(f"{len(latents)} latents cannot fit {self.num_mixtures} Gaussians; fit on more images or "
+                             "lower num_mixtures.")
         flat = latents.reshape(len(latents), -1).double().cpu().numpy()
         pca = PCA(self.num_components, random_state=seed).fit(flat)
         mixture = GaussianMixture(self.num_mixtures, covariance_type="full", reg_covar=reg_covar,

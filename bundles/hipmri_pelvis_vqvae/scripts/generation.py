@@ -33,14 +33,14 @@ from scipy.stats import wasserstein_distance
 
 from shared.data.integrity import save_with_sha256
 from shared.inferers.code_grid_prior import sample_code_grids
-from shared.networks.latent_mixture import LatentGaussianMixture
 from shared.metrics.codebook_usage import code_usage
 from shared.metrics.two_sample_test import classifier_two_sample_test
+from shared.networks.latent_mixture import LatentGaussianMixture
 
 from .networks import frozen
 
-__all__ = ["fit_latent_mixture", "generate_slices", "evaluate_generation", "read_samples", "distribution_statistics", "nearest_ssim", "shape_statistics",
-           "COPY_SSIM"]
+__all__ = ["fit_latent_mixture", "generate_slices", "evaluate_generation", "read_samples", "distribution_statistics",
+           "nearest_ssim", "shape_statistics", "COPY_SSIM"]
 
 logger = logging.getLogger(__name__)
 COPY_SSIM = 0.95  # an image this close (SSIM) to a training slice counts as a copy of it
@@ -142,9 +142,9 @@ def fit_latent_mixture(vqvae: torch.nn.Module, prior: LatentGaussianMixture, dat
         indices = sorted(chosen.tolist())
     device = next(vqvae.parameters()).device
     with torch.inference_mode():
-        latents = torch.cat([
-            vqvae.encode(torch.stack([dataset[i]["image"] for i in indices[start : start + batch_size]]).float().to(device)).cpu()
-            for start in range(0, len(indices), batch_size)])
+        batches = [torch.stack([dataset[i]["image"] for i in indices[start : start + batch_size]])
+                   for start in range(0, len(indices), batch_size)]
+        latents = torch.cat([vqvae.encode(batch.float().to(device)).cpu() for batch in batches])
     prior.cpu().fit(latents, spread=spread, seed=seed)
     save_with_sha256(prior.state_dict(), path)
     record = {"slices": len(indices), "num_components": prior.num_components, "num_mixtures": prior.num_mixtures,
@@ -173,7 +173,8 @@ def generate_slices(vqvae: torch.nn.Module, prior: torch.nn.Module, checkpoint: 
                     temperature: float = 1.0, top_k: int | None = None, seed: int = 0, batch_size: int = 64,
                     affine: Sequence[Sequence[float]] | None = None) -> dict:
     """Sample ``num_samples`` slices from ``prior`` (a ``LatentGaussianMixture``, or a ``CodeGridTransformer``
-    whose code grids advance ``batch_size`` together; with the weights of ``checkpoint``), decode them with ``vqvae`` and write ``sample_<i>.nii.gz`` (normalised intensities, on ``affine``),
+    whose code grids advance ``batch_size`` together; with the weights of ``checkpoint``), decode them with
+    ``vqvae`` and write ``sample_<i>.nii.gz`` (normalised intensities, on ``affine``),
     ``samples.png`` and ``generation.json`` (settings, seconds and samples a second). Repeatable under ``seed``."""
     os.makedirs(output_dir, exist_ok=True)
     device = next(vqvae.parameters()).device

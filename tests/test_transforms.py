@@ -151,3 +151,45 @@ def test_simulated_anisotropy_is_scipys_cubic_spline_over_the_kept_slices(axis, 
     assert isinstance(out, torch.Tensor) and out.shape == volume.shape and out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), reference, atol=1e-5)
     np.testing.assert_allclose(np.take(out.numpy(), kept, axis=axis + 1), thick, atol=1e-6)
+
+
+@pytest.mark.parametrize("profile", ["box", "gaussian"])
+def test_a_slice_profile_of_one_voxel_is_the_identity_and_thicker_ones_average(profile):
+    from shared.transforms.slice_profile import SimulateThickSlices, slice_profile_matrix
+
+    volume = torch.as_tensor(np.random.default_rng(0).random((1, 15, 12, 10), dtype=np.float32))
+    for axis in (0, 1, 2):
+        assert torch.allclose(SimulateThickSlices(1.0, axis, profile=profile)(volume), volume, atol=1e-6)
+    weights = slice_profile_matrix(20, 4.0, 5.0, 1.5, profile)
+    assert weights.shape == (4, 20) and np.allclose(weights.sum(axis=1), 1)  # slices at 1.5, 6.5, 11.5, 16.5
+    assert np.allclose(weights[1:3] @ np.arange(20), [6.5, 11.5])  # each profile (away from the edges) centred
+    assert np.allclose(weights[1][:7][::-1], weights[1][7:14])  # and symmetric about it
+    if profile == "box":  # exactly the 4 voxels 0-3 of the slice [-0.5, 3.5]
+        assert np.allclose(weights[0][:4], 0.25) and np.all(weights[0][4:] == 0)
+    # a thick acquisition of a constant is the constant; of a ramp along the axis, still the ramp inside it
+    ramp = torch.arange(30, dtype=torch.float32).reshape(1, 1, 1, 30).expand(1, 4, 4, 30)
+    out = SimulateThickSlices(4.0, 2, spacing=4.5, offset=2.0, profile=profile)(ramp)
+    assert torch.allclose(out[..., 8:26], ramp[..., 8:26], atol=0.15)  # a cubic spline through the slices
+
+
+def test_the_thick_slice_acquisition_matches_a_point_sampled_one_at_one_voxel_and_its_random_draws_are_bounded():
+    from shared.transforms.anisotropy import SimulateAnisotropy
+    from shared.transforms.slice_profile import RandSimulateThickSlicesd, SimulateThickSlices
+
+    volume = torch.as_tensor(np.random.default_rng(1).random((1, 16, 13, 11), dtype=np.float32))
+    for factor, offset in ((3, 1), (4, 0)):
+        assert torch.allclose(SimulateThickSlices(1.0, 1, spacing=factor, offset=offset)(volume),
+                              SimulateAnisotropy(factor, 1, offset)(volume), atol=1e-5)
+        # a point profile keeps the centre slices whatever the thickness: "keep every k-th slice"
+        assert torch.allclose(SimulateThickSlices(4.0, 1, spacing=factor, offset=offset, profile="point")(volume),
+                              SimulateAnisotropy(factor, 1, offset)(volume), atol=1e-5)
+    transform = RandSimulateThickSlicesd(["a", "b"], thickness_range=(2, 6), gap_range=(0, 0.2), axes=(0, 2))
+    transform.set_random_state(0)
+    for _ in range(20):
+        out = transform({"a": volume, "b": volume.clone()})
+        a = transform.acquisition
+        assert 2 <= a["thickness"] <= 6 and a["thickness"] <= a["spacing"] <= 1.2 * a["thickness"] + 1e-9
+        assert a["axis"] in (0, 2) and a["profile"] in ("box", "gaussian", "point")
+        assert torch.equal(out["a"], out["b"]) and out["a"].shape == volume.shape  # one draw for every key
+    with pytest.raises(ValueError, match="thickness_range"):
+        RandSimulateThickSlicesd("a", thickness_range=(0.5, 2))

@@ -182,7 +182,8 @@ TINY_HIPMRI = {"image_size": "[64, 32]", "train#trainer#max_epochs": "1", "train
 
 
 # the BABY-AI demo at 3 mm (61x73x61; 4 subjects, 5 sessions) with 16^3 patches: each config runs in seconds
-TINY_BABYAI = {"demo#num_subjects": "4", "demo#voxel_size": "3.0", "pixdim": "[3.0, 3.0, 3.0]",
+TINY_BABYAI = {"demo#num_subjects": "4", "demo#voxel_size": "3.0", "heldout#num_subjects": "3",
+               "heldout#validation_subjects": "1", "pixdim": "[3.0, 3.0, 3.0]",
                "patch_size": "[16, 16, 16]", "patch_margin": "2", "patches_per_volume": "2",
                "train#trainer#max_epochs": "1", "val_interval": "1", "slice_factors": "[2, 4]", "slice_axes": "[0, 2]",
                "train#dataset#num_workers": "0", "validate#dataset#num_workers": "0"}

@@ -147,9 +147,14 @@ def test_evaluate_compares_with_cubic_per_thickness_and_axis(trained, tmp_path):
     run_bundle(["run", "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']",
                 *overrides({**evaluation, "slice_axes": "[2]", **oracle})], cwd=REPO, env=ORACLE)
     result = json.loads((Path(work["output_dir"]) / "test_metrics.json").read_text())
-    for row in result["items"]:
+    heldout = json.loads((Path(work["output_dir"]) / "heldout_metrics.json").read_text())
+    for row in result["items"] + heldout["items"]:
         for metric in ("psnr", "ssim", "nrmse", "mse"):
             assert row[f"{metric}_model"] == pytest.approx(row[f"{metric}_cubic"], rel=1e-4, abs=1e-6), metric
+    # the held-out generator's 2 test subjects, each acquired 3 ways, measured in the brain
+    assert heldout["num_volumes"] == 6 and heldout["region"] == "the brain"
+    assert [(g["factor"], g["axis"]) for g in heldout["by_factor_and_axis"]] == [(3, 1), (4, 2), (5, 0)]
+    assert json.loads((Path(work["output_dir"]) / "heldout_evaluation_report.json").read_text())["failed"] == []
     assert result["num_volumes"] == 2 and len(result["sessions"]) == 1  # 1 test session x 2 thicknesses x 1 axis
     assert [(g["factor"], g["axis"]) for g in result["by_factor_and_axis"]] == [(2, 2), (4, 2)]
     by_factor = {g["factor"]: g for g in result["by_factor"]}
@@ -158,6 +163,35 @@ def test_evaluate_compares_with_cubic_per_thickness_and_axis(trained, tmp_path):
     header = (Path(work["output_dir"]) / "test_metrics.csv").read_text().splitlines()[0]
     assert header.startswith("case,session,factor,axis,psnr_model,psnr_cubic")
     assert "| 4 | axial (z) |" in (Path(work["output_dir"]) / "test_metrics.md").read_text()
+
+
+def test_the_heldout_set_is_made_another_way_with_real_thick_slice_files(tmp_path):
+    """The second generator's subjects: their own grid, contrast and T1w/T2w alignment, and thick-slice files whose
+    slices average the signal over their thickness, on their own grid."""
+    heldout = bundle_module(BABYAI, "heldout")
+    root = Path(heldout.ensure_babyai_heldout(str(tmp_path / "heldout"), num_subjects=3, validation_subjects=1,
+                                              voxel_size=3.0))
+    validation, test = heldout.heldout_items(str(root), "validation"), heldout.heldout_items(str(root), "test")
+    assert [i["session"] for i in validation] == ["sub-H01_ses-1mo"] * 3 and len(test) == 6
+    assert {(i["factor"], i["axis"], i["profile"]) for i in test} == {(4, 2, "box"), (5, 0, "gaussian"),
+                                                                      (3, 1, "gaussian")}
+    assert heldout.heldout_items(str(root), "test", factors=[4])[0]["case"] == "sub-H02_ses-1mo_acq-4mmaxial"
+    item = test[0]
+    t1w, iso, thick = (nib.load(item[k]) for k in ("t1w", "label", "t2w"))
+    assert t1w.shape == iso.shape == (56, 68, 57) and np.allclose(t1w.affine, iso.affine)  # another grid than the demo
+    spacing = (item["factor"] + item["gap"]) / 3.0  # in voxels of the 3 mm grid
+    axis = item["axis"]
+    assert np.isclose(np.linalg.norm(thick.affine[:3, axis]), 3.0 * spacing)
+    assert abs(thick.shape[axis] - iso.shape[axis] / spacing) <= 1  # a slice every (thickness + gap)
+    # resampled back onto the T1w grid it agrees with the isotropic T2w, not with the T1w
+    from monai.transforms import LoadImaged, ResampleToMatchd
+    data = ResampleToMatchd("t2w", key_dst="label", mode=3, padding_mode="border")(
+        LoadImaged(["t2w", "label", "t1w"], ensure_channel_first=True)(item))
+    back, truth, t1 = (np.asarray(data[k][0]) for k in ("t2w", "label", "t1w"))
+    brain = truth > 0
+    assert np.corrcoef(back[brain], truth[brain])[0, 1] > 0.85
+    assert np.corrcoef(truth[brain & (t1 > 0)], t1[brain & (t1 > 0)])[0, 1] < 0.5  # another contrast
+    assert 0.8 < (brain & (t1 > 0)).sum() / brain.sum() < 1.0  # the T2w moved against the T1w: not the same mask
 
 
 def _reoriented(t1w: Path, t2w: Path, folder: Path) -> tuple[Path, Path]:
@@ -341,3 +375,46 @@ def test_study_weights_from_the_hub_are_trusted_on_first_use_then_pinned(hub, ba
                                      "output_dir": str(tmp_path / "out")})], hub_env(hub, home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert len(list((tmp_path / "out").glob("*_sr.nii.gz"))) == 1
+
+
+def _train_transform(name: str):
+    """The transform ``train#<name>`` of train.json, as the config builds it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["bundle_root"] = str(BABYAI)
+    return parser.get_parsed_content(f"train#{name}")
+
+
+@pytest.mark.parametrize("name", ["t2w_contrast", "t1w_contrast"])
+def test_the_contrast_augmentations_remap_intensities_monotonically(name):
+    transform = _train_transform(name)
+    transform.set_random_state(0)
+    key = name.split("_")[0]
+    ramp = torch.linspace(0, 1, 40 ** 3).reshape(1, 40, 40, 40)
+    changed = 0
+    for _ in range(10):
+        out = torch.as_tensor(transform({key: ramp.clone()})[key]).flatten()
+        assert torch.all(out[1:] >= out[:-1] - 1e-6)  # the order of intensities is kept
+        assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+        changed += not torch.allclose(out, ramp.flatten(), atol=1e-3)
+    assert changed >= 5  # prob 0.8: most draws change the contrast
+
+
+def test_the_guide_misregistration_is_rigid_and_bounded():
+    transform = _train_transform("t1w_misregistration")
+    transform.set_random_state(0)
+    volume = torch.rand(1, 24, 24, 24)
+    moved = 0
+    for _ in range(20):
+        out = transform({"t1w": volume})
+        if torch.equal(torch.as_tensor(out["t1w"]), volume):
+            continue
+        moved += 1
+        matrix = transform.rand_affine.rand_affine_grid.get_transformation_matrix().double()
+        rotation, translation = matrix[:3, :3], matrix[:3, 3]
+        assert torch.allclose(rotation.T @ rotation, torch.eye(3, dtype=torch.float64), atol=1e-5)  # rigid
+        angle = torch.rad2deg(torch.arccos(((torch.trace(rotation) - 1) / 2).clamp(-1, 1)))
+        assert angle <= 1.5 * 3 ** 0.5 + 1e-6 and translation.abs().max() <= 1.0  # degrees, voxels
+    assert 5 <= moved <= 15  # prob 0.5

@@ -34,6 +34,7 @@ STACKS = {
         ["train.json", "evaluate.json"],
         ["train.json", "train_prior.json", "generate.json", "evaluate_generation.json"],
         ["train.json", "fit_prior.json", "generate.json", "evaluate_generation.json"],
+        ["train.json", "fit_deformation_prior.json", "generate.json", "evaluate_generation.json"],
         ["inference.json"],
     ],
     "ispy2_breast_mri_vae_augmentation": [

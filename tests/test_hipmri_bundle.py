@@ -108,10 +108,69 @@ def test_two_sample_test_tells_different_sets_apart_and_not_alike_ones():
     alike = classifier_two_sample_test(first, second, **settings)
     assert abs(alike["accuracy"] - 0.5) < 4 * alike["chance_sd"] and alike["n"] == 32
     assert classifier_two_sample_test(first, disk + 0.3 * second, **settings)["accuracy"] >= 0.95
-    assert classifier_two_sample_test(first, second[:20], **settings)["n"] == 20  # cut to the smaller set
+    uneven = classifier_two_sample_test(first, second[:20], **settings)
+    assert uneven["n"] == 20 and uneven["sizes"] == [32, 20]  # balanced accuracy: no set is cut
+    assert uneven["chance_sd"] == pytest.approx(0.25 * math.sqrt(1 / 32 + 1 / 20))
     state = torch.random.get_rng_state()
     classifier_two_sample_test(first, second, **settings)
     assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(ValueError, match="at least 4 groups"):
+        classifier_two_sample_test(first, second, first_groups=[i % 3 for i in range(32)], **settings)
+
+
+def test_two_sample_test_keeps_a_groups_images_in_one_fold_and_so_ignores_who_is_in_which_set():
+    """Sets of different people, each person with their own look (here an offset): without groups the classifier
+    learns who is in which set; with each person's images in one fold it is scored on people it never saw."""
+    from shared.metrics.two_sample_test import classifier_two_sample_test, group_folds
+
+    parts = group_folds(["a", "b", "a", "c", "b", "a"], 2, order=["c", "b", "a"])
+    assert sorted(map(sorted, parts)) == [[0, 2, 5], [1, 3, 4]]
+    noise = torch.Generator().manual_seed(1)
+    people = torch.randn(16, generator=noise)  # each person's own offset
+    images = torch.randn(128, 1, 16, 8, generator=noise) * 0.3 + people.repeat_interleave(8)[:, None, None, None]
+    who = [f"person {i}" for i in range(16) for _ in range(8)]
+    first, second = images[::2][:32].clone(), images[1::2][:32].clone()  # every person in both sets: alike
+    apart = torch.cat((images[:64], images[64:]))  # persons 0-7 against persons 8-15
+    settings = {"folds": 4, "epochs": 15, "channels": (8, 16)}
+    leaky = classifier_two_sample_test(apart[:64], apart[64:], **settings)
+    grouped = classifier_two_sample_test(apart[:64], apart[64:], first_groups=who[:64], second_groups=who[64:],
+                                         **settings)
+    assert leaky["accuracy"] >= 0.8 and abs(grouped["accuracy"] - 0.5) < 4 * grouped["chance_sd"]
+    assert abs(classifier_two_sample_test(first, second, **settings)["accuracy"] - 0.5) < 0.2
+
+
+def test_nearest_ssim_is_monais_ssim_to_the_closest_reference():
+    from monai.metrics import SSIMMetric
+    from monai.transforms import GaussianSmooth
+
+    generation = bundle_module(HIPMRI, "generation")
+    generator = torch.Generator().manual_seed(0)
+    samples, references = torch.rand(4, 1, 48, 32, generator=generator), torch.rand(9, 1, 48, 32, generator=generator)
+    references[5] = 0.5 * samples[1] + 0.2  # a copy, in other units
+    blur, ssim = GaussianSmooth(1.0), SSIMMetric(spatial_dims=2, data_range=1.0)
+    smooth = [torch.stack([torch.as_tensor(blur(i)) for i in generation._unit(x)]) for x in (samples, references)]
+    expected = torch.tensor([float(ssim(s[None].expand_as(smooth[1]), smooth[1]).max()) for s in smooth[0]])
+    nearest = generation.nearest_ssim(samples, references, chunk=4)
+    assert torch.allclose(nearest, expected, atol=1e-5) and nearest[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_two_sample_test_catches_blends_of_two_images():
+    """The known-bad reference the HipMRI card's test must catch: the mean of two real images (edges twice, noise
+    lower). If this fails, the test is too weak for its verdict on generated slices to mean anything."""
+    from shared.metrics.reference_sets import blend_pairs, pixel_blends, standardised
+    from shared.metrics.two_sample_test import classifier_two_sample_test
+
+    noise = torch.Generator().manual_seed(2)
+    x, y = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 32), indexing="ij")
+    centres, sizes = torch.rand(96, 2, generator=noise) * 0.6 - 0.3, 0.3 + 0.4 * torch.rand(96, 2, generator=noise)
+    shapes = (((x - centres[:, :1, None]) / sizes[:, :1, None]) ** 2
+              + ((y - centres[:, 1:, None]) / sizes[:, 1:, None]) ** 2 < 1).float()[:, None]
+    images = standardised(shapes + 0.15 * torch.randn(96, 1, 64, 32, generator=noise))
+    real, reference = images[:48], images[48:]
+    pairs = blend_pairs(48, list(range(48)), noise)
+    settings = {"folds": 4, "epochs": 20}
+    assert classifier_two_sample_test(pixel_blends(reference, pairs), reference, **settings)["accuracy"] >= 0.9
+    assert abs(classifier_two_sample_test(real, reference, **settings)["accuracy"] - 0.5) < 0.2
 
 
 def test_demo_layout_and_anatomy(hipmri_demo):
@@ -253,11 +312,14 @@ def test_trained_inference_on_a_volume_and_the_prior_generates_new_slices(traine
     run_bundle(["run", "--config_file", str([*generate, str(CONFIGS / "evaluate_generation.json")]),
                 *overrides({**prior, "num_samples": "8", "two_sample_test#epochs": "1"})], cwd=tmp_path)
     report = json.loads((tmp_path / "eval" / "generation" / "report.json").read_text())
-    assert set(report["two_sample_test"]) == {"samples", "held-out real (floor)", "random codes (ceiling)",
-                                              "VQ-VAE reconstructions of held-out real (the decoder's limit)"}
-    assert all(t["n"] == 8 and 0 <= t["accuracy"] <= 1 for t in report["two_sample_test"].values())
+    tests = report["two_sample_test"]
+    assert [t["role"] for t in tests.values()] == ["result", "floor", "limit", "limit", "known bad", "known bad",
+                                                   "sensitivity", "sensitivity", "ceiling"]
+    assert all(t["sizes"][0] == 8 and 0 <= t["accuracy"] <= 1 for t in tests.values())
+    assert isinstance(report["calibration"]["calibrated"], bool)
+    assert report["calibration"]["calibrated"] == (not report["calibration"]["failures"])
     assert report["statistics"]["samples"]["count"] == 8 and report["statistics"]["samples"]["copies"] == 0
-    assert "| samples | 8 |" in (tmp_path / "eval" / "generation" / "report.md").read_text()
+    assert "| samples | result | 8 |" in (tmp_path / "eval" / "generation" / "report.md").read_text()
     grid = np.asarray(Image.open(tmp_path / "eval" / "generation" / "samples_vs_real.png"))
     assert grid.shape == (3 * 32, 2 * 3 * 64 + 8)  # 8 samples beside 8 real slices, 3 a row, X across the page
     assert (out / "samples.png").is_file()

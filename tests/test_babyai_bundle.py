@@ -377,19 +377,21 @@ def test_study_weights_from_the_hub_are_trusted_on_first_use_then_pinned(hub, ba
     assert len(list((tmp_path / "out").glob("*_sr.nii.gz"))) == 1
 
 
-def _train_transform(name: str):
-    """The transform ``train#<name>`` of train.json, as the config builds it."""
+def _train_transform(name: str, prob: float):
+    """The transform ``train#<name>`` of train.json, as the config builds it with ``--train#<name>#prob``."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
     parser["bundle_root"] = str(BABYAI)
+    assert parser[f"train#{name}#prob"] == 0.0  # off in the kept recipe
+    parser[f"train#{name}#prob"] = prob
     return parser.get_parsed_content(f"train#{name}")
 
 
 @pytest.mark.parametrize("name", ["t2w_contrast", "t1w_contrast"])
 def test_the_contrast_augmentations_remap_intensities_monotonically(name):
-    transform = _train_transform(name)
+    transform = _train_transform(name, 0.8)
     transform.set_random_state(0)
     key = name.split("_")[0]
     ramp = torch.linspace(0, 1, 40 ** 3).reshape(1, 40, 40, 40)
@@ -403,7 +405,7 @@ def test_the_contrast_augmentations_remap_intensities_monotonically(name):
 
 
 def test_the_guide_misregistration_is_rigid_and_bounded():
-    transform = _train_transform("t1w_misregistration")
+    transform = _train_transform("t1w_misregistration", 0.5)
     transform.set_random_state(0)
     volume = torch.rand(1, 24, 24, 24)
     moved = 0

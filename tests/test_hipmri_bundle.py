@@ -356,6 +356,28 @@ def test_the_latent_mixture_prior_is_fitted_and_sampled_through_its_configs(trai
 
 
 @pytest.mark.slow
+def test_the_deformed_code_prior_and_the_decoders_noise_through_their_configs(trained, tmp_path):
+    work, _ = trained
+    noise = json.loads((Path(work["ckpt_dir"]) / "noise_model.json").read_text())  # fitted by train.json
+    assert noise["slices"] > 4 and noise["relative_noise_median"] > 0
+    prior = {**work, "output_dir": str(tmp_path / "eval")}
+    stack = [str(CONFIGS / c) for c in ("train.json", "fit_deformation_prior.json")]
+    run_bundle(["run", "training", "--config_file", str(stack), *overrides(prior)], cwd=tmp_path)
+    assert (Path(work["ckpt_dir"]) / "prior_deformation.pt.sha256").is_file()
+    samples = {}
+    for noisy in ("True", "False"):
+        out = tmp_path / f"generated_{noisy}"
+        run_bundle(["run", "--config_file", str([*stack, str(CONFIGS / "generate.json")]),
+                    *overrides({**prior, "generated_dir": str(out), "num_samples": "3", "decoder_noise": noisy})],
+                   cwd=tmp_path)
+        samples[noisy] = [nib.load(out / f"sample_{i:03d}.nii.gz").get_fdata() for i in range(3)]
+        assert all(s.shape == (64, 32) and np.isfinite(s).all() for s in samples[noisy])
+        assert json.loads((out / "generation.json").read_text())["noise_model"] == (noisy == "True")
+    assert not np.array_equal(samples["True"][0], samples["True"][1])
+    assert not np.allclose(samples["True"][0], samples["False"][0])  # the same draw, with and without the noise
+
+
+@pytest.mark.slow
 def test_bad_inputs_are_named_and_the_run_goes_on(hipmri_demo, tmp_path):
     cases = _inputs(hipmri_demo, tmp_path / "in")
     data = np.asarray(nib.load(cases / "study_slice.nii.gz").dataobj).astype(np.float32)

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -152,6 +152,31 @@ def _png(images: torch.Tensor) -> np.ndarray:
     return _grid(images, int(np.ceil(np.sqrt(len(images)))))
 
 
+def _drawn(count: int, max_slices: int | None, seed: int) -> list[int]:
+    """Indices of at most ``max_slices`` of ``count`` items, drawn under ``seed``, in order (all when fewer)."""
+    if max_slices is None or count <= max_slices:
+        return list(range(count))
+    return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_slices].tolist())
+
+
+def _encoded(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Sequence, indices: Sequence[int],
+             batch_size: int, device: torch.device) -> torch.Tensor:
+    """``encode`` (a VQ-VAE's ``encode`` or ``index_quantize``) of the ``image`` of the items ``indices``, batched."""
+    with torch.inference_mode():
+        return torch.cat([encode(torch.stack([dataset[i]["image"] for i in indices[start : start + batch_size]])
+                                 .float().to(device)).cpu() for start in range(0, len(indices), batch_size)])
+
+
+def _save_fitted(module: torch.nn.Module, path: str, record: dict, started: float) -> dict:
+    """Save ``module``'s state dict to ``path`` with a sha256 sidecar and ``record`` (with the seconds since
+    ``started``) to ``<path stem>.json``."""
+    save_with_sha256(module.state_dict(), path)
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
 def fit_latent_mixture(vqvae: torch.nn.Module, prior: LatentGaussianMixture, dataset: Sequence, path: str,
                        spread: float = 1.0, max_slices: int | None = 2048, seed: int = 0,
                        batch_size: int = 32) -> dict:
@@ -159,22 +184,12 @@ def fit_latent_mixture(vqvae: torch.nn.Module, prior: LatentGaussianMixture, dat
     most ``max_slices``, drawn under ``seed``), save it to ``path`` with a sha256 sidecar and write
     ``<path stem>.json`` (slices, explained variance, seconds)."""
     started = time.perf_counter()
-    indices = list(range(len(dataset)))
-    if max_slices is not None and len(indices) > max_slices:
-        chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_slices]
-        indices = sorted(chosen.tolist())
-    device = next(vqvae.parameters()).device
-    with torch.inference_mode():
-        batches = [torch.stack([dataset[i]["image"] for i in indices[start : start + batch_size]])
-                   for start in range(0, len(indices), batch_size)]
-        latents = torch.cat([vqvae.encode(batch.float().to(device)).cpu() for batch in batches])
+    indices = _drawn(len(dataset), max_slices, seed)
+    latents = _encoded(vqvae.encode, dataset, indices, batch_size, next(vqvae.parameters()).device)
     prior.cpu().fit(latents, spread=spread, seed=seed)
-    save_with_sha256(prior.state_dict(), path)
-    record = {"slices": len(indices), "num_components": prior.num_components, "num_mixtures": prior.num_mixtures,
-              "spread": spread, "explained_variance": round(prior.explained_variance, 4),
-              "seconds": round(time.perf_counter() - started, 2)}
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=2)
+    record = _save_fitted(prior, path, {"slices": len(indices), "num_components": prior.num_components,
+                                        "num_mixtures": prior.num_mixtures, "spread": spread,
+                                        "explained_variance": round(prior.explained_variance, 4)}, started)
     logger.info(f"fitted the latent mixture to {len(indices)} slices ({record['explained_variance']:.1%} of the "
                 f"latents' variance in {prior.num_components} components) in {record['seconds']} s: {path}")
     return record
@@ -185,20 +200,10 @@ def fit_deformed_codes(vqvae: torch.nn.Module, prior: DeformedCodePrior, dataset
     """Keep ``vqvae``'s code grids of the ``image`` of each item of ``dataset`` (at most ``max_slices``, drawn
     under ``seed``) in ``prior``, save it to ``path`` with a sha256 sidecar and write ``<path stem>.json``."""
     started = time.perf_counter()
-    indices = list(range(len(dataset)))
-    if max_slices is not None and len(indices) > max_slices:
-        chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_slices]
-        indices = sorted(chosen.tolist())
-    device = next(vqvae.parameters()).device
-    with torch.inference_mode():
-        codes = torch.cat([vqvae.index_quantize(torch.stack([dataset[i]["image"] for i in indices[start: start + batch_size]])
-                                                .float().to(device)).cpu()
-                           for start in range(0, len(indices), batch_size)])
+    indices = _drawn(len(dataset), max_slices, seed)
+    codes = _encoded(vqvae.index_quantize, dataset, indices, batch_size, next(vqvae.parameters()).device)
     prior.cpu().fit(codes)
-    save_with_sha256(prior.state_dict(), path)
-    record = {"slices": len(indices), "grid_size": prior.grid_size, "seconds": round(time.perf_counter() - started, 2)}
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=2)
+    record = _save_fitted(prior, path, {"slices": len(indices), "grid_size": prior.grid_size}, started)
     logger.info(f"kept the code grids of {len(indices)} slices for the deformed-code prior in {record['seconds']} s: "
                 f"{path}")
     return record
@@ -218,13 +223,10 @@ def fit_noise_model(vqvae: torch.nn.Module, noise_model: RicianNoiseModel, datas
     started = time.perf_counter()
     images = _images(dataset)
     noise_model.cpu().fit(images, _means(vqvae, images))
-    save_with_sha256(noise_model.state_dict(), path)
     levels = noise_model.relative_noise[: int(noise_model.count)]
-    record = {"slices": len(images), "relative_noise_median": round(float(levels.median()), 5),
-              "relative_noise_range": [round(float(levels.min()), 5), round(float(levels.max()), 5)],
-              "seconds": round(time.perf_counter() - started, 2)}
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=2)
+    record = _save_fitted(noise_model, path, {
+        "slices": len(images), "relative_noise_median": round(float(levels.median()), 5),
+        "relative_noise_range": [round(float(levels.min()), 5), round(float(levels.max()), 5)]}, started)
     logger.info(f"fitted the decoder's noise model to {len(images)} slices (relative noise median "
                 f"{record['relative_noise_median']}) in {record['seconds']} s: {path}")
     return record

@@ -157,7 +157,7 @@ def test_model_zoo_property_ids_are_present(bundle, configs, brats_demo_dir, bre
             BABYAI: {**TINY_BABYAI, "demo#dir": str(babyai_demo)}}[bundle]
     checks = []
     for config, workflow_type in configs.items():
-        args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate"))}
+        args = {k: v for k, v in demo.items() if workflow_type == "train" or not k.startswith(("train", "validate", "heldout"))}
         args.update(output_dir=str(tmp_path / config), ckpt_dir=str(tmp_path / config))
         if workflow_type == "infer":
             args["handlers"] = "[]"  # no weights to load: the properties are about the config

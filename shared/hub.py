@@ -21,6 +21,7 @@ import yaml
 from shared.data.integrity import recorded_sha256, sha256_file, verify_sha256, write_sha256
 
 __all__ = [
+    "weights_preset",
     "read_large_files",
     "published_entry",
     "fetch_published_file",
@@ -289,3 +290,10 @@ def record_published_file(bundle_root: str | Path, relative_path: str, url: str,
     entries.append({"path": relative_path, "url": url, "hash_val": sha256, "hash_type": "sha256"})
     entries.sort(key=lambda e: e["path"])
     path.write_text(header + yaml.safe_dump({"large_files": entries}, sort_keys=False))
+
+
+def weights_preset(own_weights: str | Path, use_published: bool = False, own: str = "bundle",
+                   fallback: str = "zoo") -> str:
+    """``own`` where the bundle's own weights are there (``own_weights`` exists, or they are fetched from the
+    published bundle), else ``fallback`` (e.g. the model zoo's weights, for a bundle that has not been trained)."""
+    return own if use_published or os.path.isfile(own_weights) else fallback

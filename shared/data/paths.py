@@ -1,11 +1,13 @@
-"""File paths in datalists: absolute, so that nothing depends on the working directory while a run lasts."""
+"""File paths: absolute in datalists, so that nothing depends on the working directory while a run lasts; and the
+paths a bundle config builds from its ``bundle_root`` (components instead of ``$`` string concatenation)."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 
-__all__ = ["absolute_file_paths"]
+__all__ = ["absolute_file_paths", "join_path", "timestamped_dir"]
 
 
 def absolute_file_paths(item: object) -> object:
@@ -20,3 +22,14 @@ def absolute_file_paths(item: object) -> object:
     if isinstance(item, str) and item and not os.path.isabs(item) and os.path.exists(item):
         return os.path.abspath(item)
     return item
+
+
+def join_path(base: str, name: str) -> str:
+    """``name`` inside ``base`` (``os.path.join``): ``{"_target_": "shared.data.paths.join_path", "base":
+    "@bundle_root", "name": "models"}``."""
+    return os.path.join(str(base), str(name))
+
+
+def timestamped_dir(base: str, name: str) -> str:
+    """``base/name/<YYYYmmdd-HHMMSS>``: one folder a run (e.g. of TensorBoard logs), named by its start time."""
+    return os.path.join(str(base), str(name), time.strftime("%Y%m%d-%H%M%S"))

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch.distributed as dist
 from monai.data import CacheDataset, Dataset, MetaTensor
@@ -23,7 +24,7 @@ from shared.data.errors import root_cause
 from shared.data.paths import absolute_file_paths
 from shared.data.splits import add_excluded
 
-__all__ = ["CASE_ERROR_KEY", "ScreenedCacheDataset", "CaseDataset"]
+__all__ = ["CASE_ERROR_KEY", "ScreenedCacheDataset", "CaseDataset", "single_case"]
 
 logger = logging.getLogger(__name__)
 CASE_ERROR_KEY = "case_error"
@@ -113,3 +114,10 @@ class CaseDataset(Dataset):
             if isinstance(value, MetaTensor):
                 value.meta["case"] = item["case"]
         return loaded
+
+
+def single_case(items: list) -> Any:
+    """A ``collate_fn`` for batches of one case that must not be stacked (an opened slide, say): the case itself."""
+    if len(items) != 1:
+        raise ValueError(f"single_case collates batches of one case, got {len(items)}: set batch_size to 1")
+    return items[0]

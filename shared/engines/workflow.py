@@ -6,10 +6,10 @@ import ast
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["bundle_root", "require_stacked_on"]
+__all__ = ["bundle_root", "pick", "require_stacked_on"]
 
 
 def _running_workflow():
@@ -75,3 +75,12 @@ def require_stacked_on(base: str | Sequence[str], config: str, ids: Sequence[str
             f"{config} is stacked on {' + '.join(bases)} (it uses {missing} from it): run them together, e.g. "
             f"--config_file \"[{stack}]\""
         )
+
+
+def pick(options: Mapping | Sequence, key: object) -> object:
+    """``options[key]`` as a component (``{"_target_": "shared.engines.workflow.pick", "options": "@presets", "key":
+    "@preset"}``), with an error that lists the options where ``key`` is not one of them."""
+    names = list(options) if isinstance(options, Mapping) else list(range(len(options)))
+    if key not in names:
+        raise KeyError(f"{key!r} is not one of {names}")
+    return options[key]

@@ -14,7 +14,7 @@ from monai.metrics import FIDMetric, PSNRMetric, SSIMMetric
 from shared.metrics.epoch_report import EpochReport
 from shared.networks.fid_inception import FIDInceptionV3
 
-__all__ = ["FID_NOTE", "TranslationReport", "cyclegan_panels"]
+__all__ = ["FID_NOTE", "TranslationReport", "cyclegan_panels", "no_batch_images"]
 
 logger = logging.getLogger(__name__)
 FID_NOTE = "FID: not computed (no Inception weights were given: --fid_weights None)."
@@ -171,3 +171,9 @@ def cyclegan_panels(
         grid = torch.cat([torch.cat([item[key].detach().float().cpu() for key in row], dim=-1) for row in rows], dim=-2)
         panels.append(((grid - low) / (high - low)).clamp(0, 1))
     return panels
+
+
+def no_batch_images(batch) -> tuple[list[None], list[None]]:
+    """``TensorBoardImageHandler``'s ``batch_transform`` where every panel comes from the output (see
+    :func:`cyclegan_panels`): no input or label image."""
+    return [None], [None]

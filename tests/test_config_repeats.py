@@ -117,3 +117,29 @@ def test_no_block_is_repeated_within_a_stack(bundle):
     stacked = {name for stack in STACKS[bundle] for name in stack}
     assert stacked == set(configs), "every config belongs to a documented stack (add new ones to STACKS)"
     assert repeated_blocks(configs, related_pairs(STACKS[bundle])) == []
+
+
+def repeated_within(config: dict) -> list[str]:
+    """``id ~ id`` for each block written twice in one config (neither inside the other; the largest only)."""
+    where: dict[str, list[str]] = {}
+    for path, text in blocks(config):
+        where.setdefault(text, []).append(path)
+    found, reported = [], []
+    for text, paths in sorted(where.items(), key=lambda item: -len(item[0])):
+        if len(paths) > 1 and not any(text in larger for larger in reported):
+            reported.append(text)
+            found.append(" ~ ".join(paths))
+    return found
+
+
+def test_repeated_within_reports_blocks_written_twice_in_one_config():
+    block = {"_target_": "PostProcessing", "keys": ["pred", "label"], "argmax": True}
+    assert repeated_within({"a": {"post": block}, "b": [block], "c": {"post": {**block, "argmax": False}}}) == [
+        "a#post ~ b#0"]
+    assert repeated_within({"a": {"post": block}}) == []
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "bundles").glob("*/configs/*.json")),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_no_block_is_repeated_within_a_config(config):
+    assert repeated_within(json.loads(config.read_text())) == []

@@ -101,3 +101,40 @@ def test_the_gpu_branch_of_device_amp_and_initialize_resolves(case, patched_gpu)
     if distributed:
         assert patched_gpu["init_process_group"] == [{"backend": "nccl"}]
         assert patched_gpu["set_device"] == [torch.device("cuda", 1)]
+
+
+def _stacked_configs() -> list[tuple[Path, str]]:
+    """Configs that only ever run on top of another one."""
+    return sorted({(bundle, stack[i]) for bundle, stacks in STACKS.items() for stack in stacks
+                   for i in range(1, len(stack)) if isinstance(stack[i], str)
+                   and not any(s[0] == stack[i] for s in stacks)})
+
+
+# set nested ids (``validate#dataset#data``): MONAI fails while merging the file alone, before reading any id of it
+FAIL_WHILE_MERGING = {(BRATS, "evaluate.json"), (ISPY2, "evaluate.json"), (ISPY2, "study_unet.json"),
+                      (ISPY2, "train_vae.json"), (HIPMRI, "evaluate.json"), (HIPMRI, "train_prior.json"),
+                      (HIPMRI, "evaluate_generation.json"), (BABYAI, "evaluate.json"),
+                      (PATHOLOGY, "evaluate_cyclegan.json"), (PATHOLOGY, "evaluate_hovernet.json")}
+# only change settings of any base: alone, they are not a workflow
+SETTINGS_ONLY = {(PATHOLOGY, "brief.json"), (PATHOLOGY, CYCLEGAN_DDP)}
+
+
+@pytest.mark.parametrize("case", _stacked_configs(), ids=lambda c: f"{c[0].name.split('_')[0]}:{c[1]}")
+def test_a_stacked_config_run_alone_names_its_stack(case, tmp_path):
+    from monai.bundle import ConfigParser
+
+    from conftest import run_bundle
+
+    bundle, config = case
+    path = bundle / "configs" / config
+    if case in FAIL_WHILE_MERGING:
+        with pytest.raises(KeyError, match="query key"):
+            ConfigParser.load_config_files(str(path))
+        return
+    if case in SETTINGS_ONLY:
+        return
+    run_id = "training" if "training" in ConfigParser.load_config_files(str(path)) else "run"
+    result = run_bundle(["run", run_id, "--config_file", str(path)], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    message = next(line for line in result.stdout.splitlines() if line.startswith("ValueError: "))
+    assert f"{config} is stacked on" in message and f"{path}']\"" in message, message

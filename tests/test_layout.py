@@ -188,3 +188,57 @@ def test_relative_imports_in_shared_are_followed_by_publishing_and_the_layer_che
     assert {"shared.metrics.epoch_report", "shared.data", "shared.data.splits"} <= found
     assert package_of("shared.metrics", Path("shared/metrics/__init__.py")) == "shared.metrics"
     assert imports_of(source) == set()  # without a package, relative imports cannot be resolved
+
+
+# Every ``$`` string is ``eval``ed by MONAI. What is left is what no component or ``@`` reference can say: engine calls
+# (``$@train#trainer.run()``), a network moved to the device and its parameters, items and attributes of what a
+# component returned (``$@datalist['training']``), transform lists joined, settings combined in a condition or a
+# comprehension, a few one-line lambdas, and a torch dtype where a tensor's ``to`` needs one (a transform takes
+# ``"float32"``). What a component says is not written as an expression:
+EXPRESSION_CEILINGS = {"total": 250, "train": 25, "inference": 15}
+REPLACED_BY_COMPONENTS = {
+    r"^\$(import|from) ": "MONAI's expression globals already hold torch, numpy and monai; other imports are unused",
+    r"torch\.device\(|@device\.type": "shared.engines.device (default_device, is_cuda, per_device)",
+    r"from_engine\(": "{'_target_': 'monai.handlers.from_engine', 'keys': [...]}",
+    r"set_determinism|setattr\(": "{'_target_': 'monai.utils.set_determinism'} / shared.engines.device.set_cudnn_benchmark",
+    r"Compose\(": "{'_target_': 'Compose', 'transforms': ...}",
+    r"time\.strftime|os\.path": "shared.data.paths (join_path, timestamped_dir) / shared.hub.weights_preset",
+    r"engine\.state\.metrics\[": "{'_target_': 'monai.handlers.stopping_fn_from_metric'}",
+    r"best == -1": "{'_target_': 'shared.engines.metric_order.lower_is_better', '_mode_': 'callable'}",
+}
+
+
+def _expressions_of(config: Path) -> list[str]:
+    return [text for _, text in _strings(json.loads(config.read_text())) if text.startswith("$")]
+
+
+def _bundle_configs() -> list[Path]:
+    return sorted(REPO.glob("bundles/*/configs/*.json"))
+
+
+def test_configs_hold_few_expressions():
+    counts = {f"{p.parent.parent.name}/{p.name}": len(_expressions_of(p)) for p in _bundle_configs()}
+    over = {name: n for name, n in counts.items()
+            if (name.split("/")[1].startswith("train") and n > EXPRESSION_CEILINGS["train"])
+            or (name.split("/")[1].startswith("inference") and n > EXPRESSION_CEILINGS["inference"])}
+    assert over == {}
+    assert sum(counts.values()) <= EXPRESSION_CEILINGS["total"], counts
+
+
+@pytest.mark.parametrize("config", _bundle_configs(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_expressions_do_not_say_what_a_component_says(config):
+    import re
+
+    found = [f"{text}: use {instead}" for text in _expressions_of(config)
+             for pattern, instead in REPLACED_BY_COMPONENTS.items() if re.search(pattern, text)]
+    assert found == []
+
+
+@pytest.mark.parametrize("config", [*_bundle_configs(), *sorted(SHARED.glob("configs/*.json"))],
+                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_configs_are_written_in_one_json_style(config):
+    """``python tests/helpers/json_style.py FILE`` rewrites a config in the style."""
+    from helpers.json_style import canonical_json
+
+    text = config.read_text()
+    assert text == canonical_json(json.loads(text)) + "\n"

@@ -25,7 +25,7 @@ def _is_part_of(part, whole) -> bool:
 def test_the_how_to_excerpts_are_the_brats_configs_as_they_are():
     *train_parts, evaluate = _excerpts()
     train = json.loads((BRATS / "configs" / "train.json").read_text())
-    assert len(train_parts) == 3
+    assert len(train_parts) == 4
     for part in train_parts:
         assert _is_part_of(part, train), json.dumps(part)[:200]
     assert evaluate == json.loads((BRATS / "configs" / "evaluate.json").read_text())

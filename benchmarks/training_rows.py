@@ -38,11 +38,12 @@ class FirstBatches:
         return itertools.islice(iter(self.loader), self.count)
 
 
-def build_trainer(parser: ConfigParser, trainer_id: str = "train#trainer", handlers_id: str = "train#handlers"):
+def build_trainer(parser: ConfigParser, trainer_id: str = "train#trainer",
+                  handlers_id: str = "train#named_handlers"):
     """The trainer of a parsed train config, without its validation handler (validation is other work)."""
     if handlers_id in parser:
-        parser[handlers_id] = [h for h in parser[handlers_id]
-                               if not str(h.get("_target_", "")).endswith("ValidationHandler")]
+        parser[handlers_id] = {name: h for name, h in parser[handlers_id].items()
+                               if not str(h.get("_target_", "")).endswith("ValidationHandler")}
     return parser.get_parsed_content(trainer_id)
 
 
@@ -111,10 +112,10 @@ def training_rows(parser: ConfigParser, label: str, iterations: int, repeats: in
     return [overhead, pipeline]
 
 
-def state_save_seconds(parser: ConfigParser, trainer, handlers_id: str = "train#handlers") -> dict:
+def state_save_seconds(parser: ConfigParser, trainer, handlers_id: str = "train#named_handlers") -> dict:
     """How long one save of the trainer's resumable state takes (``TrainingState`` saves at every epoch end, so a
     timed epoch shorter than a real one overstates its share), as ``{"state_save_s": ...}``; empty without one."""
-    handlers = parser.get_parsed_content(handlers_id) if handlers_id in parser else []
+    handlers = list(parser.get_parsed_content(handlers_id).values()) if handlers_id in parser else []
     state = next((h for h in handlers if isinstance(h, TrainingState)), None)
     if state is None or trainer.state.iteration == 0:
         return {}

@@ -20,7 +20,7 @@ from conftest import (ISPY2, ORACLE_ENV, REPO, TINY_ISPY2, official_schema, orac
                       stand_in_schema)
 from helpers.bundle_scripts import bundle_module
 from shared.data.slice_patches import TumourSliceDataset
-from shared.inferers.study_slices import StudySliceInferer
+from shared.inferers.prepared_slices import PreparedSliceInferer
 
 layout = bundle_module(ISPY2, "layout")
 build_ispy2_datalist, discover_patients, load_study_pickles = (
@@ -271,7 +271,7 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
     names = set(archive.namelist())
     package = f"{BUNDLE.name}_scripts"
     for path in ("models/model.pt", "models/model.ts", "models/vae_t2_mask.pt", "models/vae_t2_mask.ts",
-                 "models/model.pt.sha256", f"{package}/networks.py", f"{package}/shared/inferers/study_slices.py",
+                 "models/model.pt.sha256", f"{package}/networks.py", f"{package}/shared/inferers/prepared_slices.py",
                  f"{package}/shared/engines/case_evaluator.py", "configs/multi_gpu_train.json"):
         assert f"{BUNDLE.name}/{path}" in names
     # only the shared code the bundle uses is vendored: no other study's code, no publishing tool
@@ -281,24 +281,27 @@ def test_publish_exports_both_networks(vae, compared, tmp_path):
 
 def test_slices_prepared_together_give_the_per_slice_result():
     """The inferer prepares and restores a batch of slices in one call each; an oracle network shows that this is
-    the study's per-slice preparation (pad/crop, normalise each slice, resize, and back), blank slices included."""
+    the study's per-slice preparation (pad/crop, normalise each slice, resize, and back); a blank slice and the
+    slices outside the range get the background logit."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop
 
-    network = torch.nn.Conv2d(2, 3, 3, padding=1)
-    volume = torch.rand(1, 2, 37, 18, 7)
-    volume[..., 2] = 0.5  # a blank slice: normalised with a unit divisor
+    network = torch.nn.Conv2d(1, 3, 3, padding=1)
+    volume = torch.rand(1, 1, 37, 18, 7)
+    volume[..., 2] = 0.5  # a blank slice
     slice_size, image_size = (32, 24), (16, 16)  # crops X, pads Y
     pad_crop, normalize = ResizeWithPadOrCrop(slice_size), NormalizeIntensity()
     down, up = Resize(image_size, mode="bilinear"), Resize(slice_size, mode="bilinear")
     expected = torch.full((1, 3, 37, 18, 7), -20.0)
     with torch.no_grad():
-        for z in range(1, 6):
+        for z in (1, 3, 4, 5):
             padded = pad_crop(MetaTensor(volume[0, ..., z]))
             logits = network(down(normalize(padded.as_tensor()))[None])[0]
             expected[0, ..., z] = torch.as_tensor(
                 pad_crop.inverse(MetaTensor(up(logits), applied_operations=padded.applied_operations)))
-        out = StudySliceInferer(slice_size, image_size, slice_range=(1, 5), batch_size=3)(volume, network)
+        preparation = [ResizeWithPadOrCrop(slice_size), NormalizeIntensity(channel_wise=True),
+                       Resize(image_size, mode="bilinear")]
+        out = PreparedSliceInferer(preparation, batch_size=3, slice_range=(1, 5), background=-20.0)(volume, network)
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

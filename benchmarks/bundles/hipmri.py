@@ -32,17 +32,20 @@ def _overrides(quick: bool, workdir: Path) -> dict:
 
 
 def study_loop(image_size):
-    """The study's reconstruction, one slice at a time: normalise, resize to ``image_size`` (anti-aliased), the
-    VQ-VAE, resize back, de-normalise; blank slices kept as they are."""
+    """The reconstruction one slice at a time, as the study's loop, with the training config's preparation: resize
+    to ``image_size`` (anti-aliased), normalise (population std), the VQ-VAE, resize back, de-normalise; blank slices
+    kept as they are."""
     down = Resize(tuple(image_size), mode="bilinear", anti_aliasing=True)
 
     def loop(slices: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         out = slices.clone()
         up = Resize(tuple(slices.shape[2:]), mode="bilinear", anti_aliasing=False)
         for i, image in enumerate(slices):
-            mean, std = image.mean(), image.std()
-            if std > 0:
-                reconstruction = network(down((image - mean) / std)[None])[0]
+            if image.max() > image.min():
+                small = torch.as_tensor(down(image))
+                mean, std = small.mean(), small.std(unbiased=False)
+                reconstruction = network(((small - mean) / std)[None])
+                reconstruction = reconstruction[0] if isinstance(reconstruction, (tuple, list)) else reconstruction
                 out[i] = torch.as_tensor(up(reconstruction[0])) * std + mean
         return out
 

@@ -31,13 +31,17 @@ def _overrides(quick: bool, workdir: Path) -> dict:
 
 def study_loop(slice_size, image_size):
     """The study's per-slice prediction: each axial slice centre padded/cropped to ``slice_size``, normalised,
-    resized to ``image_size``, predicted alone, resized back and the pad/crop undone."""
+    resized to ``image_size``, predicted alone, resized back and the pad/crop undone; a blank slice is not predicted
+    (the background logit)."""
     pad_crop, normalize = ResizeWithPadOrCrop(slice_size), NormalizeIntensity()
     down, up = Resize(image_size, mode="bilinear"), Resize(slice_size, mode="bilinear")
 
     def loop(volume: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         slices = []
         for z in range(volume.shape[-1]):
+            if volume[0, ..., z].max() == volume[0, ..., z].min():  # a blank slice: the background logit
+                slices.append(torch.full((1, *volume.shape[2:4]), -20.0))
+                continue
             padded = pad_crop(MetaTensor(volume[0, ..., z]))
             logits = network(down(normalize(padded.as_tensor()))[None])[0]
             restored = pad_crop.inverse(MetaTensor(up(logits), applied_operations=padded.applied_operations))

@@ -9,6 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Compose
+from monai.utils import convert_to_dst_type
 
 __all__ = ["PreparedSliceInferer"]
 
@@ -67,7 +68,7 @@ class PreparedSliceInferer(Inferer):
             out = self._background(slices, slices.shape[1])
         if volume:
             out = out.unflatten(0, (data.shape[0], nz)).movedim(1, -1)
-        return out.to(inputs.device)
+        return convert_to_dst_type(out, inputs, dtype=torch.float32)[0]  # with the inputs' metadata, for writing
 
     def _background(self, slices: torch.Tensor, channels: int) -> torch.Tensor:
         if self.background == "input":

@@ -5,6 +5,7 @@ set, so that a stack that only a GPU machine would break on breaks here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_the_gpu_branch_of_device_amp_and_initialize_resolves(case, patched_gpu)
     for i in range(len(parser["initialize"]) if "initialize" in parser else 0):
         parser.get_parsed_content(f"initialize#{i}")
     if "cudnn_benchmark" in parser:  # inference: cuDNN autotuning where every input has one size
-        assert torch.backends.cudnn.benchmark == (bundle != BRATS)
+        assert parser.get_parsed_content("cudnn_benchmark") == (bundle != BRATS)
     if distributed:
         assert patched_gpu["init_process_group"] == [{"backend": "nccl"}]
         assert patched_gpu["set_device"] == [torch.device("cuda", 1)]
@@ -138,3 +139,28 @@ def test_a_stacked_config_run_alone_names_its_stack(case, tmp_path):
     assert result.returncode != 0
     message = next(line for line in result.stdout.splitlines() if line.startswith("ValueError: "))
     assert f"{config} is stacked on" in message and f"{path}']\"" in message, message
+
+
+def _reachable(parser, config_id: str, seen: set[str]) -> list:
+    """The config of ``config_id`` and of every id it references, transitively."""
+    import re
+
+    if config_id in seen or config_id not in parser:
+        return []
+    seen.add(config_id)
+    config = parser[config_id]
+    found = [config]
+    for ref in re.findall(r"@([\w#]+)", json.dumps(config)):
+        found += _reachable(parser, ref, seen)
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=_name)
+def test_initialize_reaches_no_bundle_or_shared_code(case):
+    """``initialize`` runs before ``run`` puts the bundle root on ``sys.path``, where a published bundle keeps its
+    scripts and its copy of ``shared``: nothing it resolves may name them."""
+    bundle, stack = case
+    parser = parsed_stack(_files(bundle, stack))
+    targets = [t for config in _reachable(parser, "initialize", set())
+               for t in json.dumps(config).split('"_target_": ')[1:]]
+    assert [t.split('"')[1] for t in targets if t.split('"')[1].startswith(("shared.", "scripts."))] == []

@@ -242,3 +242,11 @@ def test_configs_are_written_in_one_json_style(config):
 
     text = config.read_text()
     assert text == canonical_json(json.loads(text)) + "\n"
+
+
+def test_the_pathology_inference_config_shows_its_steps_under_few_ids():
+    """Nuclei (weights, windows, post-processing) and translation (generator weights, tiles) each under one id."""
+    config = json.loads((REPO / "bundles" / "pathology_ihc_to_he_hovernet" / "configs" / "inference.json").read_text())
+    assert len(config) <= 35, list(config)
+    assert {"windows", "inferer", "postprocessing", "checkpoint"} <= set(config["nuclei"])
+    assert {"windows", "inferer", "translator", "generator_checkpoint"} <= set(config["translation"])

@@ -132,7 +132,7 @@ def test_configured_postprocessing_finds_every_known_nucleus(tmp_path):
     # the type names of the training config (evaluate_hovernet.json inherits them) and of inference.json are
     # PanNuke's channels in order, one type-prediction channel each after the background
     trained = ConfigParser.load_config_file(str(CONFIGS / "train_hovernet.json"))
-    inferred = ConfigParser.load_config_file(str(CONFIGS / "inference.json"))["nuclei_presets"]["bundle"]
+    inferred = ConfigParser.load_config_file(str(CONFIGS / "inference.json"))["nuclei"]["presets"]["bundle"]
     for config, values in (("train_hovernet.json", trained), ("inference.json", inferred)):
         assert values["nucleus_types"] == list(bundle_module(PATHOLOGY, "layout").NUCLEUS_TYPES), config
         assert values["num_classes"] == len(values["nucleus_types"]) + 1, config

@@ -129,7 +129,7 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
     dataset = parser.get_parsed_content("dataset")
     inferer = parser.get_parsed_content("inferer")
     hovernet = parser.get_parsed_content("network").eval()
-    generator = parser.get_parsed_content("generator").eval()
+    generator = parser.get_parsed_content("translation#generator").eval()
     for network, key in ((hovernet, "network"), (generator, "generator")):
         if key in weights:
             network.load_state_dict(weights[key])
@@ -169,7 +169,7 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     result += export_rows("CycleGAN generator", parser.get_parsed_content("generator_def"),
                           torch.rand(batch, 3, TILE, TILE) * 2 - 1, repeats)
     result += export_rows("HoVer-Net fast", parser.get_parsed_content("network_def"),
-                          torch.rand(parser.get_parsed_content("sw_batch_size"), 3, TILE, TILE), repeats)
+                          torch.rand(parser.get_parsed_content("nuclei#sw_batch_size"), 3, TILE, TILE), repeats)
     return result
 
 

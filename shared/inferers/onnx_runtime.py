@@ -16,7 +16,11 @@ and ``--backend onnxruntime`` on the command line. ``onnxruntime`` and ``onnx`` 
 only.
 
 With ``backend="torch"``, ``channels_last=True`` runs the network in channels-last memory format instead
-(:class:`ChannelsLastModule`), for networks whose convolutions measure faster that way.
+(:class:`ChannelsLastModule`), for networks whose convolutions measure faster that way, and ``autocast_dtype``
+(``"bfloat16"``, ``"float16"``) runs it under ``torch.autocast`` on the input's device, its outputs returned in
+float32: about twice as fast on a CPU with bf16 instructions, with results that differ slightly (measure them).
+``fold_batch_norm=True`` runs a copy of the network whose batch normalisations that directly follow a convolution
+are folded into it (:func:`fold_batch_norm`): the same function in eval mode, in fewer passes over memory.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.utils import convert_to_onnx
 
-__all__ = ["BACKENDS", "BackendInferer", "ChannelsLastModule", "OnnxRuntimeModule", "export_onnx", "onnx_session"]
+__all__ = ["BACKENDS", "AutocastModule", "BackendInferer", "ChannelsLastModule", "FoldedBatchNormModule",
+           "fold_batch_norm", "OnnxRuntimeModule", "export_onnx", "onnx_session"]
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime")
@@ -146,17 +151,80 @@ class ChannelsLastModule(torch.nn.Module):
         return self.network(x.contiguous(memory_format=torch.channels_last))
 
 
+def fold_batch_norm(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``network`` in eval mode in which each ``BatchNorm2d`` that directly follows a ``Conv2d`` in the same
+    container (``nn.Sequential`` order) is folded into that convolution (PyTorch's ``fuse_conv_bn_eval``) and
+    replaced by ``nn.Identity``: the same eval-mode outputs up to float rounding."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(network).eval()
+    for module in folded.modules():
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d) \
+                    and norm.track_running_stats and norm.running_mean is not None:
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = torch.nn.Identity()
+    return folded
+
+
+class FoldedBatchNormModule(torch.nn.Module):
+    """``network`` run as :func:`fold_batch_norm`'s copy, made on the first call (after the checkpoint is loaded)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self._folded: torch.nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self._folded is None:
+            self._folded = fold_batch_norm(self.network)
+        return self._folded(x)
+
+
+class AutocastModule(torch.nn.Module):
+    """``network`` run under ``torch.autocast`` with ``dtype`` on its input's device; floating outputs (a tensor, or
+    those of a dict, tuple or list) returned in float32."""
+
+    def __init__(self, network: Callable, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.network, self.dtype = network, dtype
+
+    def forward(self, x: torch.Tensor) -> Any:
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            output = self.network(x)
+        if isinstance(output, dict):
+            return {key: _as_float32(value) for key, value in output.items()}
+        if isinstance(output, (tuple, list)):
+            return type(output)(_as_float32(value) for value in output)
+        return _as_float32(output)
+
+
+def _as_float32(value: Any) -> Any:
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
 class BackendInferer(Inferer):
-    """``inferer`` with the network run by ``backend``: ``"torch"`` (as it is, or with ``channels_last``:
-    :class:`ChannelsLastModule`) or ``"onnxruntime"`` (:class:`OnnxRuntimeModule`, exported on the first call,
-    reused while the same network is passed; ``channels_last`` does not apply)."""
+    """``inferer`` with the network run by ``backend``: ``"torch"`` (as it is, with ``fold_batch_norm``
+    (:class:`FoldedBatchNormModule`), ``channels_last`` (:class:`ChannelsLastModule`) and / or ``autocast_dtype``
+    (:class:`AutocastModule`)) or ``"onnxruntime"`` (:class:`OnnxRuntimeModule`, exported on the first call, reused
+    while the same network is passed; the three options do not apply: ONNX Runtime folds batch norms itself)."""
 
     def __init__(self, inferer: Inferer, backend: str = "torch", threads: int | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, autocast_dtype: str | torch.dtype | None = None,
+                 fold_batch_norm: bool = False) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if isinstance(autocast_dtype, str):
+            dtype = getattr(torch, autocast_dtype, None)
+            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                raise ValueError(f"autocast_dtype must name a torch floating dtype (bfloat16, float16); "
+                                 f"got {autocast_dtype!r}")
+            autocast_dtype = dtype
         self.inferer, self.backend, self.threads, self.channels_last = inferer, backend, threads, channels_last
+        self.autocast_dtype, self.fold_batch_norm = autocast_dtype, fold_batch_norm
         self._wrapped: tuple[Callable, torch.nn.Module] | None = None
 
     def __getattr__(self, name: str) -> Any:  # the wrapped inferer's settings (roi_size, overlap, ...)
@@ -165,11 +233,18 @@ class BackendInferer(Inferer):
         return getattr(self.inferer, name)
 
     def _network(self, network: Callable) -> Callable:
-        if self.backend == "torch" and not (self.channels_last and isinstance(network, torch.nn.Module)):
+        module = isinstance(network, torch.nn.Module)
+        channels_last, fold = self.channels_last and module, self.fold_batch_norm and module
+        if self.backend == "torch" and not channels_last and not fold and self.autocast_dtype is None:
             return network
         if self._wrapped is None or self._wrapped[0] is not network:
-            wrapped = OnnxRuntimeModule(network, self.threads) if self.backend == "onnxruntime" else \
-                ChannelsLastModule(network)
+            if self.backend == "onnxruntime":
+                wrapped = OnnxRuntimeModule(network, self.threads)
+            else:
+                wrapped = FoldedBatchNormModule(network) if fold else network
+                wrapped = ChannelsLastModule(wrapped) if channels_last else wrapped
+                if self.autocast_dtype is not None:
+                    wrapped = AutocastModule(wrapped, self.autocast_dtype)
             self._wrapped = network, wrapped
         return self._wrapped[1]
 

@@ -64,7 +64,8 @@ class NucleiResult:
 
     ``he_image``: the H&E image (``he_scale``: level-0 pixels per its pixel, ``(x, y)``); ``instance_map`` /
     ``type_map``: processing-level maps, ``None`` when the input is too large to hold them; ``size``, ``level0_size``:
-    ``(height, width)``; ``downsample``: level-0 pixels per processing-level pixel, ``(x, y)``."""
+    ``(height, width)``; ``downsample``: level-0 pixels per processing-level pixel, ``(x, y)``; ``seconds``: the
+    whole inference, ``timings``: its seconds per step (read, translation, hovernet, postprocessing, nuclei)."""
 
     path: str
     kind: str
@@ -80,6 +81,7 @@ class NucleiResult:
     type_map: np.ndarray | None = None
     regions: dict = field(default_factory=dict)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _number(value: float) -> float | int:
@@ -110,6 +112,7 @@ def nuclei_json(result: NucleiResult, files: Mapping[str, str | None], type_name
         "he_image_scale": {"x": result.he_scale[0], "y": result.he_scale[1]},
         "files": dict(files),
         "regions": result.regions,
+        "seconds": {"total": round(result.seconds, 3), **result.timings},
         "type_names": {str(k): v for k, v in type_names.items()},
         "num_nuclei": len(result.nuclei),
         "nuclei": [{"id": n.id, "centroid": [_number(n.centroid[0]), _number(n.centroid[1])], "type": n.type,

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -61,6 +61,7 @@ class Step:
     needs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     expect_iteration: int | None = None
+    figures: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # more figures from the step's outputs
 
 
 def train_and_resume(name: str, configs: list[str], overrides: dict[str, Any], iterations: int,
@@ -191,6 +192,8 @@ def run_step(bundle: str, step: Step, device: str, logs: Path, peaks: dict[str, 
         result.update(agreement(output_dir, cpu_dir, step.outputs) if cpu.get("ok") else
                       {"agreement_error": f"the CPU run failed: {cpu.get('error')}"})
         _add_share(result, result.get("flops"), result.get("seconds"), peaks)
+    if step.figures is not None and result.get("ok"):
+        result.update(step.figures(step.overrides))
     if step.kind == "export" and result.get("ok"):
         for row in result["networks"].values():
             _add_share(row, row["flops"], row["eager_s"], peaks)
@@ -243,7 +246,8 @@ def markdown(bundle: str, rows: list[dict[str, Any]], info: dict[str, Any], comm
         share = (f"{row['achieved_flops_per_s'] / 1e9:.3g} GFLOP/s ({row['compute_share']:.1%})"
                  if "compute_share" in row else "-")
         notes = [f"{k} {_number(row[k])}" for k in ("iterations_run", "resumed_at_iteration", "validations",
-                                                    "states_saved", "cases", "wall_s") if row.get(k) is not None]
+                                                    "states_saved", "cases", "megapixels", "seconds_per_megapixel",
+                                                    "wall_s") if row.get(k) is not None]
         for net_id, net in (row.get("networks") or {}).items():
             notes.append(f"{net_id} {tuple(net['input'])}: eager {_number(net['eager_s'])} s, TorchScript "
                          f"({net['torchscript']}) {_number(net['torchscript_s'])} s (max diff "

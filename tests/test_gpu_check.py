@@ -87,3 +87,30 @@ def test_agreement_counts_equal_labels_and_the_largest_float_difference(tmp_path
     assert "no output matches" in agreement(device, cpu, ("*.png",))["agreement_error"]
     (cpu / "a_pred.nii.gz").unlink()
     assert "the CPU run wrote no a_pred.nii.gz" in agreement(device, cpu, ("*_pred.nii.gz",))["agreement_error"]
+
+
+def test_the_pathology_slide_row_reports_seconds_per_megapixel(tmp_path):
+    """The pathology check's slide row, run alone on the CPU with a freshly initialised HoVer-Net: a generated
+    256x256 H&E slide in the SVS layout, its seconds per megapixel and per step in the row and the table."""
+    import torch
+
+    from benchmarks.bundles import pathology
+    from shared.data.integrity import save_with_sha256
+
+    work = tmp_path / "work"
+    where = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")}
+    step = pathology.slide_step(True, work, where)
+    assert step.name in [s.name for s in pathology.gpu_steps(True, work)]
+    assert (work / "slide" / "he_slide.svs").is_file()
+    import scripts.hovernet  # the bundle's package, importable once slide_step has run
+
+    torch.manual_seed(0)
+    save_with_sha256(scripts.hovernet.hovernet_fast().state_dict(), work / "models" / "hovernet.pt")
+    row = gpu_check.run_step(pathology.NAME, step, "cpu", tmp_path / "logs", {"fp32": 1e9})
+    assert row["ok"], row
+    assert row["megapixels"] == pytest.approx(256 * 256 / 1e6, abs=0.01)
+    assert row["seconds_per_megapixel"] > 0 and row["step_seconds"]["hovernet"] > 0
+    table = gpu_check.markdown(pathology.NAME, [{"step": step.name, "configs": step.configs, **row}],
+                               {"device": "cpu", "cores": 2, "torch": torch.__version__,
+                                "peak_flops_per_s": {"fp32": 1e9}, "bundle_seconds": 1.0}, "test")
+    assert f"seconds_per_megapixel {gpu_check._number(row['seconds_per_megapixel'])}" in table

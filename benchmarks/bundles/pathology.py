@@ -10,6 +10,7 @@ nucleus on a tile border can be split or doubled: the two counts are shown, not 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -173,10 +174,45 @@ def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     return result
 
 
+SLIDE_SIZE = {True: 256, False: 4096}  # the slide row's side in pixels, quick and full (16.8 megapixels)
+
+
+def slide_figures(overrides: dict) -> dict:
+    """The slide row's figures from its ``*_nuclei.json``: megapixels, seconds per megapixel and per step."""
+    document = json.loads(next(Path(str(overrides["output_dir"])).glob("*_nuclei.json")).read_text())
+    megapixels = document["size"]["height"] * document["size"]["width"] / 1e6
+    seconds = document["seconds"]
+    return {"megapixels": round(megapixels, 2), "seconds_per_megapixel": round(seconds["total"] / megapixels, 2),
+            "nuclei": document["num_nuclei"], "step_seconds": seconds}
+
+
+def slide_step(quick: bool, work: Path, where: dict) -> Step:
+    """``inference.json --stain he --level 0`` on a generated H&E slide in Aperio's SVS layout
+    (``benchmarks.slide_region``'s), with HoVer-Net stage 1's weights: seconds per megapixel on the device."""
+    import sys
+
+    root = str(bundle_dir(NAME))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from scripts.demo import write_aperio_slide
+
+    from benchmarks.slide_region import slide_pixels
+
+    slide = work / "slide" / "he_slide.svs"
+    if not slide.is_file():
+        slide.parent.mkdir(parents=True, exist_ok=True)
+        write_aperio_slide(slide, slide_pixels(SLIDE_SIZE[quick]))
+    overrides = {**where, "dataset_dir": str(slide), "stain": "he", "level": 0, "output_dir": str(work / "slide_out"),
+                 "regions#progress": False, "nuclei_weights": "bundle"}
+    return Step(f"slide region {SLIDE_SIZE[quick]}x{SLIDE_SIZE[quick]} (H&E, level 0)", "run", ["inference.json"],
+                overrides, needs=("train_hovernet.json (stage 1)",), figures=slide_figures)
+
+
 def gpu_steps(quick: bool, work: Path) -> list[Step]:
     """``python -m benchmarks.gpu_check``: the CycleGAN's training (and resume) and evaluation, HoVer-Net stage 0
-    (and resume), stage 1 and evaluation, the chained inference of the demo's IHC test images, both multi-GPU
-    stacks (the CycleGAN with its four-network variant), both networks exported."""
+    (and resume), stage 1 and evaluation, the chained inference of the demo's IHC test images, an H&E slide region
+    (seconds per megapixel), both multi-GPU stacks (the CycleGAN with its four-network variant), both networks
+    exported."""
     where = _where(work)
     cyclegan = {**where, "demo#dir": str(work / "BCI")} if quick else dict(where)
     hovernet = {**where, "demo#dir": str(work / "PanNuke"), **QUICK_HOVERNET} if quick else dict(where)
@@ -202,6 +238,7 @@ def gpu_steps(quick: bool, work: Path) -> list[Step]:
         Step("inference", "infer", ["inference.json"], inference,
              needs=("train_cyclegan.json", "train_hovernet.json (stage 1)"),
              outputs=("*_types.tif", "*_he.png")),
+        slide_step(quick, work, where),
         torchrun_step("train_cyclegan.json multi-GPU", ["train_cyclegan.json"],
                       {**cyclegan, "training_state#dir": str(work / "ddp_state_cyclegan")}, iterations["cyclegan"],
                       needs=("train_cyclegan.json",), variant=("multi_gpu_train_cyclegan.json",)),

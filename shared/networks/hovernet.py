@@ -37,15 +37,16 @@ class RecordedHoVerNet(RecordedSettings, HoVerNet):
                              out_classes=out_classes, adapt_standard_resnet=bool(adapt_standard_resnet))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.mode != HoVerNetMode.FAST.value:
-            return super().forward(x)
-        sides = tuple(x.shape[-2:])
-        if any(side % WINDOW_MULTIPLE or side <= 2 * FAST_MODE_BORDER for side in sides):
-            raise ValueError(f"HoVer-Net fast mode needs an input whose sides are multiples of {WINDOW_MULTIPLE} "
-                             f"above {2 * FAST_MODE_BORDER}; got {sides[0]}x{sides[1]}.")
-        # MONAI's HoVerNet.forward after its 256x256 check
+        # MONAI's HoVerNet.forward with fast mode's 256x256 check widened (written to stay TorchScript-able)
+        height, width = x.shape[-2], x.shape[-1]
+        if self.mode == HoVerNetMode.ORIGINAL.value:
+            if height != 270 or width != 270:
+                raise ValueError("Input size should be 270 x 270 when using HoVerNetMode.ORIGINAL")
+        elif height % 8 != 0 or width % 8 != 0 or height <= 92 or width <= 92:
+            raise ValueError("HoVer-Net fast mode needs an input whose sides are multiples of 8 above 92; got "
+                             + str(height) + "x" + str(width) + ".")
         x = self.conv0(x)
-        short_cuts = []
+        short_cuts: list[torch.Tensor] = []
         for i, block in enumerate(self.res_blocks):
             x = block.forward(x)
             if i <= 2:

@@ -57,13 +57,20 @@ def zoo_recipe(rgb: np.ndarray, network: torch.nn.Module) -> tuple[np.ndarray, n
     return np.asarray(out["instance_map"])[0], np.asarray(out["type_map"])[0]
 
 
+def _value(text: str):
+    """A ``--set`` value: JSON where it parses (numbers, booleans, null, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def bundle_inference(png: Path, weights: dict | None, settings: dict[str, str], where: dict
                      ) -> tuple[np.ndarray, np.ndarray, float, dict]:
     """``(instance_map, type_map, seconds, step seconds)`` of the H&E image ``png`` by ``inference.json``
     (``where``: its ``ckpt_dir`` and ``nuclei_weights``)."""
     overrides = {"dataset_dir": str(png.parent), "stain": "he", **where, "regions#progress": False,
-                 **{key: json.loads(value) if value[:1] in "[{0123456789-tfn\"" else value
-                    for key, value in settings.items()}}
+                 **{key: _value(value) for key, value in settings.items()}}
     parser = parse(NAME, ["inference.json"], overrides)
     network = parser.get_parsed_content("network").eval()
     if weights is not None:

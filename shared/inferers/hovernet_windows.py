@@ -46,7 +46,9 @@ class FittedHoVerNetInferer(SlidingWindowHoVerNetInferer):
     def __init__(self, max_window: int = 1024, sw_batch_size: int = 1, padding_mode: str = "constant",
                  cval: float = 0.0, sw_device: torch.device | str | None = None,
                  device: torch.device | str | None = None, progress: bool = False) -> None:
-        count, window = fitted_windows(fast_output_size(max_window), max_window)
+        window = int(max_window) // WINDOW_MULTIPLE * WINDOW_MULTIPLE  # refitted to each input in __call__
+        if fast_output_size(window) < 1:
+            raise ValueError(f"max_window must exceed {2 * FAST_MODE_BORDER} pixels; got {max_window}.")
         super().__init__(roi_size=window, sw_batch_size=sw_batch_size, overlap=self._overlap(window),
                          padding_mode=padding_mode, cval=cval, sw_device=sw_device, device=device,
                          progress=progress, extra_input_padding=(FAST_MODE_BORDER,) * 4)

@@ -97,25 +97,33 @@ def _reader_error(error: BaseException) -> str:
 
 class StrictLoadImage(LoadImage):
     """``monai.transforms.LoadImage`` (same arguments) that reads with ``reader`` only, never another registered
-    reader, and turns any failure into one :class:`UnreadableImageError` naming the file."""
+    reader, and turns any failure into one :class:`UnreadableImageError` naming the file.
 
-    def __init__(self, reader: str | type[ImageReader] | ImageReader, *args, **kwargs) -> None:
+    ``reader`` may list readers, one a format (e.g. ``CheckedNibabelReader`` and
+    ``shared.transforms.dicom_io.DicomSeriesReader``): each input is read by the first that accepts it
+    (``verify_suffix``), and by that one only."""
+
+    def __init__(self, reader: str | type[ImageReader] | ImageReader | Sequence, *args, **kwargs) -> None:
         if reader is None:
             raise ValueError("StrictLoadImage needs a reader, e.g. 'NibabelReader' or 'PILReader'.")
         super().__init__(reader, *args, **kwargs)
-        self.readers = self.readers[-1:]
+        self.readers = self.readers[-len(ensure_tuple(reader)):]
 
     def __call__(self, filename: Sequence[PathLike] | PathLike, reader: ImageReader | None = None):
         names = ", ".join(map(str, ensure_tuple(filename)))
+        if len(ensure_tuple(filename)) > 3:
+            names = f"{ensure_tuple(filename)[0]} and {len(ensure_tuple(filename)) - 1} other files"
         missing = [str(f) for f in ensure_tuple(filename) if not os.path.exists(str(f))]
         if missing:
-            raise UnreadableImageError(f"{', '.join(missing)}: file does not exist.")
+            raise UnreadableImageError(f"{', '.join(missing[:3])}: file does not exist.")
+        if reader is None:
+            reader = next((r for r in self.readers if r.verify_suffix(filename)), self.readers[0])
         try:
             return super().__call__(filename, reader)
         except UnreadableImageError:
             raise
         except Exception as e:
-            raise UnreadableImageError(f"{names}: not a readable image file for {type(self.readers[0]).__name__} "
+            raise UnreadableImageError(f"{names}: not a readable image file for {type(reader).__name__} "
                                        f"({_reader_error(e)}); check that it is a valid image of this format.") from e
 
 
@@ -126,7 +134,7 @@ class StrictLoadImaged(LoadImaged):
     def __init__(
         self,
         keys: KeysCollection,
-        reader: str | type[ImageReader] | ImageReader,
+        reader: str | type[ImageReader] | ImageReader | Sequence,
         dtype: DtypeLike = np.float32,
         meta_keys: KeysCollection | None = None,
         meta_key_postfix: str = PostFix.meta(),

@@ -6,9 +6,10 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_group
 from shared.data.splits import split_cases, write_datalist
@@ -56,10 +57,19 @@ def find_case_files(case_dir: str, modalities: Sequence[str] = MODALITIES) -> di
     return found
 
 
-def discover_cases(dataset_dir: str, modalities: Sequence[str] = MODALITIES) -> list[dict[str, str]]:
-    """Cases under ``dataset_dir``: a folder of case folders, or a single case folder."""
+def discover_cases(
+    dataset_dir: str, modalities: Sequence[str] = MODALITIES, dicom_series: Mapping[str, str] | None = None
+) -> list[dict]:
+    """Cases under ``dataset_dir``: a folder of case folders, or a single case folder, of NIfTI files; or a folder
+    of DICOM studies, each study's series chosen for the modalities by ``dicom_series`` (modality -> pattern of
+    the series description, see ``shared.data.dicom_studies.find_dicom_studies``)."""
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder.")
+    if dicom_series and is_dicom_folder(dataset_dir):
+        missing = [m for m in modalities if m not in dicom_series]
+        if missing:
+            raise ValueError(f"dicom_series has no series pattern for {missing}: add one per modality")
+        return find_dicom_studies(dataset_dir, {m: dicom_series[m] for m in modalities})
     if _nifti_files(dataset_dir):
         return [find_case_files(dataset_dir, modalities)]
     cases = [find_case_files(d, modalities) for d in sorted(glob.glob(os.path.join(dataset_dir, "*"))) if os.path.isdir(d)]
@@ -85,7 +95,15 @@ def check_cases(
     result = CheckedCases()
     for index, case in enumerate(cases):
         case = dict(case)
-        case.setdefault("case", _case_name(case, modalities, index))
+        if not case.get("case"):
+            case["case"] = _case_name(case, modalities, index)
+        if case.get("error"):  # a DICOM study whose series cannot make the modalities
+            logger.error(f"case {case['case']} skipped: {case['error']}")
+            result.rejected.append({"case": case["case"], "error": case["error"]})
+            continue
+        if any(isinstance(case.get(m), list) for m in modalities):  # DICOM series, checked when found
+            result.valid.append(case)
+            continue
         required = list(modalities) + (["label"] if require_label else [])
         files = {k: case[k] for k in [*modalities, "label"] if case.get(k)}
         try:
@@ -100,6 +118,8 @@ def check_cases(
 
 def _case_name(case: dict, modalities: Sequence[str], index: int) -> str:
     for key in modalities:
+        if isinstance(case.get(key), list):  # a DICOM series: named after its study's folder
+            return os.path.basename(os.path.dirname(os.path.dirname(case[key][0])))
         if case.get(key):
             stem = _NIFTI.sub("", os.path.basename(case[key]))
             return re.sub(rf"_{key}$", "", stem, flags=re.IGNORECASE)

@@ -194,7 +194,9 @@ def _seg_on_grid(seg_path: Path, affine: np.ndarray, shape, values: dict[int, in
     to_voxel = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine)
     out = np.zeros(shape, np.uint8)
     for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence):
-        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        identification = getattr(group, "SegmentIdentificationSequence", None) or \
+            shared_groups.SegmentIdentificationSequence  # shared when there is one segment
+        number = int(identification[0].ReferencedSegmentNumber)
         position = np.asarray(group.PlanePositionSequence[0].ImagePositionPatient, float)
         r, c = np.nonzero(frame)
         world = position[:, None] + np.outer(orientation[3:], r * spacing[0]) + np.outer(orientation[:3], c * spacing[1])

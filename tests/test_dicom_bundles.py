@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import BRATS, ORACLE_ENV, overrides, run_bundle
+from conftest import BRATS, ORACLE_ENV, REPO, overrides, run_bundle
 from test_dicom import _oblique_affine, _seg_on_grid
 from shared.writers.dicom_series import write_mr_series
 
@@ -123,3 +123,40 @@ def test_dicom_output_of_a_nifti_input_is_refused_by_case(studies, tmp_path):
     assert result.returncode != 0
     report = json.loads((tmp_path / "out" / "inference_report.json").read_text())
     assert all("not a DICOM file, so there is no source series" in f["error"] for f in report["failed"])
+
+
+def test_ispy2_dicom_t2_series_give_the_nifti_masks_as_a_seg(breast_demo, tmp_path):
+    """I-SPY2 inference on T2 series written axially (mixed with a T1 series in one folder) and sagitally, as the
+    study's scans are: the SEG back on the NIfTI grid is the NIfTI path's mask; a study without a T2 is named."""
+    ispy2 = REPO / "bundles" / "ispy2_breast_mri_vae_augmentation"
+    source = nib.load(breast_demo / "ISPY2-100001" / "ISPY2-100001_t2.nii.gz")
+    volume = np.asarray(source.dataobj)
+    dicom, nifti = tmp_path / "dicom", tmp_path / "nifti"
+    for name, axis in (("axial", 2), ("sagittal", 0)):
+        _write_study(dicom, name, {"t2": volume, "t1": volume // 2}, source.affine, slice_axis=axis,
+                     mixed=axis == 2, descriptions={"t2": "T2 FSE", "t1": "T1 AX"})
+        (nifti / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume, source.affine), nifti / name / f"{name}_t2.nii.gz")
+    _write_study(dicom, "no_t2", {"t1": volume}, source.affine, descriptions={"t1": "T1 AX"})
+    args = {"output_dir": str(tmp_path / "out"), "pixdim": "[1.4, 1.4, 3.0]", "slice_size": "[256, 160]",
+            "network_def": "{'_target_': 'oracle.BrightSlice'}", "handlers": "[]", "checkpoint": "None"}
+    config = str(ispy2 / "configs" / "inference.json")
+    result = run_bundle(["run", "--config_file", config, *overrides({**args, "dataset_dir": str(dicom),
+                                                                     "output_format": "dicom"})],
+                        cwd=tmp_path, env=ORACLE_ENV, check=False)
+    assert result.returncode != 0 and "1 of 3 case(s) failed: ['no_t2']" in result.stdout
+    report = json.loads((tmp_path / "out" / "inference_report.json").read_text())
+    assert "no MR series for 't2'" in report["failed"][0]["error"] and "'T1 AX'" in report["failed"][0]["error"]
+    assert not list((tmp_path / "out").glob("*.nii.gz"))  # "dicom" writes the SEG only
+    run_bundle(["run", "--config_file", config, *overrides({**args, "dataset_dir": str(nifti),
+                                                            "output_dir": str(tmp_path / "nifti_out")})],
+               cwd=tmp_path, env=ORACLE_ENV)
+    for name in ("axial", "sagittal"):
+        expected = nib.load(tmp_path / "nifti_out" / f"{name}_mask.nii.gz")
+        labels = np.asarray(expected.dataobj)
+        assert labels.sum() > 50, name
+        on_grid = _seg_on_grid(tmp_path / "out" / f"{name}_seg.dcm", expected.affine, labels.shape, {1: 1})
+        assert np.array_equal(on_grid, labels), name
+        seg = hd.seg.segread(tmp_path / "out" / f"{name}_seg.dcm")
+        (segment,) = seg.SegmentSequence
+        assert segment.SegmentLabel == "breast tumour" and segment.AnatomicRegionSequence[0].CodeValue == "76752008"

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_group
 from shared.data.splits import fold_split, split_cases, write_datalist
@@ -31,10 +32,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_PATTERNS = {"t2": "*_t2.nii*", "mask": "*_mask.nii*"}
 
 
-def discover_patients(dataset_dir: str, patterns: Mapping[str, str] = DEFAULT_PATTERNS) -> tuple[list[dict], list[dict]]:
-    """``(valid, rejected)`` patients under ``dataset_dir``: one file per pattern, on one voxel grid."""
+def discover_patients(
+    dataset_dir: str, patterns: Mapping[str, str] = DEFAULT_PATTERNS, dicom_series: Mapping[str, str] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """``(valid, rejected)`` patients under ``dataset_dir``: one file per pattern, on one voxel grid; or, for a
+    folder of DICOM studies, each study's series chosen by ``dicom_series`` (key -> pattern of the series
+    description, see ``shared.data.dicom_studies.find_dicom_studies``)."""
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder.")
+    if dicom_series and is_dicom_folder(dataset_dir):
+        studies = find_dicom_studies(dataset_dir, dicom_series)
+        for study in studies:
+            if "error" in study:
+                logger.error(f"patient {study['case']} skipped: {study['error']}")
+        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
     valid, rejected = [], []
     for folder in sorted(d for d in glob.glob(os.path.join(dataset_dir, "*")) if os.path.isdir(d)):
         patient = {"case": os.path.basename(folder)}

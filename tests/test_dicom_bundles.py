@@ -160,3 +160,85 @@ def test_ispy2_dicom_t2_series_give_the_nifti_masks_as_a_seg(breast_demo, tmp_pa
         seg = hd.seg.segread(tmp_path / "out" / f"{name}_seg.dcm")
         (segment,) = seg.SegmentSequence
         assert segment.SegmentLabel == "breast tumour" and segment.AnatomicRegionSequence[0].CodeValue == "76752008"
+
+
+def _read_series(folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    from monai.transforms import LoadImage
+
+    from shared.transforms.dicom_io import DicomSeriesReader
+
+    files = sorted(str(p) for p in folder.iterdir())
+    image = LoadImage(reader=DicomSeriesReader(), image_only=True)(files)
+    return np.asarray(image), np.asarray(image.affine), [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+
+
+def _assert_derived(series_dir: Path, source_file: str, expected: nib.Nifti1Image, description: str) -> None:
+    """A derived series: in the source's study, a new series, on the expected NIfTI's grid and values (16 bits)."""
+    values, affine, headers = _read_series(series_dir)
+    source = pydicom.dcmread(source_file, stop_before_pixels=True)
+    assert {h.StudyInstanceUID for h in headers} == {source.StudyInstanceUID}
+    assert {h.PatientID for h in headers} == {source.PatientID}
+    assert len({h.SeriesInstanceUID for h in headers}) == 1 and headers[0].SeriesInstanceUID != source.SeriesInstanceUID
+    assert headers[0].SeriesDescription == description and list(headers[0].ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert values.shape == expected.shape and np.allclose(affine, expected.affine, atol=1e-4)
+    data = expected.get_fdata()
+    assert np.abs(values - data).max() <= (data.max() - data.min()) / 65535 + 1e-3
+
+
+def test_hipmri_reconstructs_a_dicom_series_into_a_derived_series(hipmri_demo, tmp_path):
+    """HipMRI's inference.json on a study with one T2 series (an identity network): the NIfTI is the input volume
+    and the derived series holds the same values on the same grid, in the source's study."""
+    test = hipmri_demo / "keras_slices_test"
+    volume = np.stack([np.asarray(nib.load(test / f"case_033_week_1_slice_{i}.nii.gz").dataobj) for i in range(6)], -1)
+    affine = np.diag([1.6, 1.6, 2.5, 1.0])
+    written = _write_study(tmp_path / "dicom", "pelvis", {"t2": volume, "t1": volume // 3}, affine,
+                           descriptions={"t2": "T2 AX pelvis", "t1": "T1 AX"})
+    args = {"dataset_dir": str(tmp_path / "dicom"), "output_dir": str(tmp_path / "out"), "handlers": "[]",
+            "checkpoint": "None", "network_def": "{'_target_': 'oracle.IdentityReconstruction'}",
+            "output_format": "both"}
+    run_bundle(["run", "--config_file", str(REPO / "bundles" / "hipmri_pelvis_vqvae" / "configs" / "inference.json"),
+                *overrides(args)], cwd=tmp_path, env=ORACLE_ENV)
+    recon = nib.load(tmp_path / "out" / "pelvis_recon.nii.gz")
+    assert np.allclose(recon.affine, affine, atol=1e-4)
+    assert np.allclose(recon.get_fdata(), volume, atol=1e-2 * volume.std())
+    metadata = json.loads((REPO / "bundles" / "hipmri_pelvis_vqvae" / "configs" / "metadata.json").read_text())
+    _assert_derived(tmp_path / "out" / "pelvis_recon_dicom", written["t2"][0], recon,
+                    f"{metadata['name']} {metadata['version']}: VQ-VAE reconstruction"[:64].strip())
+
+
+def test_babyai_super_resolves_dicom_t1w_and_t2w_series_into_a_derived_series(babyai_demo, tmp_path):
+    """BABY-AI's inference.json on a study with an isotropic T1w and a thick-slice T2w series (a network that
+    returns its T2w channel): the DICOM path's NIfTI is the NIfTI path's, and the derived series holds it."""
+    from conftest import BABYAI, TINY_BABYAI
+
+    anat = babyai_demo / "sub-D01" / "ses-1mo" / "anat"
+    t1w = nib.load(next(anat.glob("*_T1w.nii.gz")))
+    t2w = nib.load(next(anat.glob("*_T2w.nii.gz")))
+    thick = np.asarray(t2w.dataobj)[..., ::2]
+    thick_affine = t2w.affine @ np.diag([1.0, 1.0, 2.0, 1.0])
+    nifti = tmp_path / "nifti" / "sub-X" / "ses-1" / "anat"
+    nifti.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.asarray(t1w.dataobj), t1w.affine), nifti / "sub-X_ses-1_T1w.nii.gz")
+    nib.save(nib.Nifti1Image(thick, thick_affine), nifti / "sub-X_ses-1_T2w.nii.gz")
+    study = {"PatientID": "X", "PatientName": "X^"}
+    write_mr_series(np.asarray(t1w.dataobj), t1w.affine, str(tmp_path / "dicom" / "sub-X" / "t1"), "T1w MPRAGE",
+                    study=study, series_number=1)
+    t2_files = write_mr_series(thick, thick_affine, str(tmp_path / "dicom" / "sub-X" / "t2"), "T2w TSE ax thick",
+                               study=study, series_number=2, slice_axis=2)
+    config = str(BABYAI / "configs" / "inference.json")
+    common = {"pixdim": TINY_BABYAI["pixdim"], "patch_size": TINY_BABYAI["patch_size"], "handlers": "[]",
+              "checkpoint": "None", "network_def": "{'_target_': 'oracle.T2wChannel'}"}
+    run_bundle(["run", "--config_file", config, *overrides({**common, "dataset_dir": str(tmp_path / "nifti"),
+                                                            "output_dir": str(tmp_path / "nifti_out")})],
+               cwd=tmp_path, env=ORACLE_ENV)
+    run_bundle(["run", "--config_file", config, *overrides({**common, "dataset_dir": str(tmp_path / "dicom"),
+                                                            "output_dir": str(tmp_path / "out"),
+                                                            "output_format": "both"})],
+               cwd=tmp_path, env=ORACLE_ENV)
+    expected = nib.load(tmp_path / "nifti_out" / "sub-X_ses-1_T2w_sr.nii.gz")
+    from_dicom = nib.load(tmp_path / "out" / "sub-X_sr.nii.gz")  # named after the study, not a DICOM file
+    assert np.allclose(from_dicom.affine, expected.affine, atol=1e-4)
+    assert np.allclose(from_dicom.get_fdata(), expected.get_fdata(), atol=1e-3 * expected.get_fdata().max())
+    metadata = json.loads((BABYAI / "configs" / "metadata.json").read_text())
+    _assert_derived(tmp_path / "out" / "sub-X_sr_dicom", t2_files[0], from_dicom,
+                    f"{metadata['name']} {metadata['version']}: super-resolved T2w"[:64].strip())

@@ -9,6 +9,7 @@ along a row (DICOM columns), axis 1 down the columns (rows), axis ``slice_axis``
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -119,7 +120,7 @@ def write_mr_series(
         ds.Modality = "MR"
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
-        ds.SeriesDescription = series_description[:64]
+        ds.SeriesDescription = series_description[:64].strip()
         ds.SeriesDate, ds.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.Manufacturer = ""
         ds.ImageType = ["DERIVED", "SECONDARY"] if derived else ["ORIGINAL", "PRIMARY"]
@@ -149,7 +150,8 @@ class SaveDicomSeriesd(MapTransform):
     """Write each of ``keys`` (a single-channel 3D ``MetaTensor`` with a RAS affine) as a derived MR series in the
     source series' study, to ``<output_dir>/<case>_<output_postfix>/``: a new Series Instance UID, the source's
     patient, study and frame of reference, ``ImageType`` DERIVED\\SECONDARY and ``series_description`` saying what
-    made it. The source is the DICOM file named by ``reference_key``'s ``filename_or_obj`` (the first input file
+    made it (prefixed with the bundle's name and version when ``metadata_file``, its ``configs/metadata.json``, is
+    given). The source is the DICOM file named by ``reference_key``'s ``filename_or_obj`` (the first input file
     of the case); an input that is not DICOM is refused with a ``ValueError`` naming it."""
 
     def __init__(
@@ -157,12 +159,17 @@ class SaveDicomSeriesd(MapTransform):
         keys: KeysCollection,
         output_dir: str,
         series_description: str,
+        metadata_file: str | None = None,
         reference_key: str = "image",
         output_postfix: str = "dicom",
         series_number: int = 9001,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if metadata_file:
+            with open(metadata_file) as f:
+                metadata = json.load(f)
+            series_description = f"{metadata.get('name', '')} {metadata.get('version', '')}: {series_description}"
         self.output_dir, self.series_description = output_dir, series_description
         self.reference_key, self.output_postfix, self.series_number = reference_key, output_postfix, series_number
 

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_dims, check_nifti_group
 from shared.data.splits import split_cases, write_datalist
@@ -116,11 +117,22 @@ def inference_pairs(
     pairs: Sequence[dict] | None = None,
     demo: Callable[[], str] | None = None,
     t2w_pattern: str = "sub-*/ses-*/anat/*_T2w.nii.gz",
+    dicom_series: Mapping[str, str] | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """``(valid, set_aside)`` pairs to super-resolve: the explicit ``pairs`` (``[{"t1w", "t2w"}]``) when given, else
     every T2w that ``t2w_pattern`` finds under ``dataset_dir`` with its session's T1w (``_T2w`` -> ``_T1w``), else
     (neither given) the test sessions of the demo set that ``demo()`` builds. A pair that cannot be used (a file
-    missing, unreadable, 2D or 4D) is set aside with the reason, so the run reports it and exits non-zero."""
+    missing, unreadable, 2D or 4D) is set aside with the reason, so the run reports it and exits non-zero.
+
+    A ``dataset_dir`` of DICOM studies gives one pair a study: its series whose descriptions match
+    ``dicom_series["t1w"]`` and ``dicom_series["t2w"]`` (see ``shared.data.dicom_studies.find_dicom_studies``; the
+    two are on different grids, as acquired)."""
+    if pairs is None and dicom_series and dataset_dir and os.path.isdir(dataset_dir) and is_dicom_folder(dataset_dir):
+        studies = find_dicom_studies(dataset_dir, {k: dicom_series[k] for k in ("t1w", "t2w")}, same_grid=False)
+        for study in studies:
+            if "error" in study:
+                logger.error(f"{study['case']} set aside: {study['error']}")
+        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
     if pairs is None and dataset_dir is None:
         if demo is None:
             raise ValueError("give --dataset_dir (a BIDS folder) or --datalist (a list of {'t1w', 't2w'} pairs).")

@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_dims
 from shared.data.splits import split_cases, write_datalist
@@ -88,10 +89,20 @@ def build_hipmri_datalist(
     return split
 
 
-def inference_items(dataset_dir: str, ndim: int | Sequence[int] = (2, 3)) -> tuple[list[dict], list[dict]]:
+def inference_items(
+    dataset_dir: str, ndim: int | Sequence[int] = (2, 3), dicom_series: str | None = None
+) -> tuple[list[dict], list[dict]]:
     """``(valid, rejected)`` items ``{"case", "image"}`` for inference: ``dataset_dir`` is a NIfTI file or a folder
     of them (2D slices and / or 3D volumes, as ``ndim`` allows). Every other file of the folder (hidden ones aside)
-    is rejected with the reason, so a run over the folder reports it; an empty folder is an error."""
+    is rejected with the reason, so a run over the folder reports it; an empty folder is an error. A folder of DICOM
+    studies gives one item a study: its series whose description matches ``dicom_series`` (see
+    ``shared.data.dicom_studies.find_dicom_studies``)."""
+    if dicom_series and os.path.isdir(dataset_dir) and is_dicom_folder(dataset_dir):
+        studies = find_dicom_studies(dataset_dir, {"image": dicom_series})
+        for study in studies:
+            if "error" in study:
+                logger.error(f"{study['case']} set aside: {study['error']}")
+        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
     if os.path.isfile(dataset_dir):
         files = [dataset_dir]
     elif os.path.isdir(dataset_dir):

@@ -11,7 +11,7 @@ from monai.inferers import sliding_window_inference
 from benchmarks.bundle_config import bundle_dir, parse
 from benchmarks.export_rows import export_rows
 from benchmarks.gpu_check import Step, torchrun_step, train_and_resume
-from benchmarks.harness import Contenders, Row
+from benchmarks.harness import Contenders, Row, compare
 from benchmarks.training_rows import training_rows
 
 NAME = "brats_mri_slice_segmentation"
@@ -77,9 +77,54 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
                       study, agreement)
 
 
+DICOM_DESCRIPTIONS = {"flair": "AX T2 FLAIR", "t1": "AX T1", "t1ce": "AX T1 POST GD", "t2": "AX T2 FSE"}
+
+
+def dicom_loading_row(quick: bool, repeats: int, workdir: Path) -> Row:
+    """The ``dicom_loading`` row: one demo case as a 4-series DICOM study (every slice a file, series mixed in one
+    folder) found and loaded by inference.json (``cases`` and ``preprocessing``), against the same case's NIfTI
+    files; the goal is at most 2 s added (a ratio of ``nifti / (nifti + 2 s)``)."""
+    import nibabel as nib
+    import numpy as np
+
+    from shared.writers.dicom_series import write_mr_series
+
+    nifti_parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    case = nifti_parser.get_parsed_content("cases").valid[0]
+    case_dir = Path(case["flair"]).parent
+    study = workdir / "dicom" / case["case"]
+    identity: dict = {"PatientID": case["case"]}
+    for number, (modality, description) in enumerate(DICOM_DESCRIPTIONS.items(), start=1):
+        image = nib.load(next(case_dir.glob(f"*_{modality}.nii*")))
+        write_mr_series(np.asarray(image.dataobj), image.affine, str(study), description, study=identity,
+                        series_number=number, file_prefix=f"S{number}_")
+    nifti_only = {**_overrides(quick, workdir), "dataset_dir": str(case_dir)}
+    dicom_only = {**_overrides(quick, workdir), "dataset_dir": str(study)}
+
+    def load(overrides: dict):
+        def run():
+            parser = parse(NAME, ["inference.json"], overrides)
+            item = parser.get_parsed_content("cases").valid[0]
+            return parser.get_parsed_content("preprocessing")(item)["image"]
+        return run
+
+    def same(dicom_image, nifti_image) -> dict:
+        return {"max_abs_difference": float((dicom_image - nifti_image).abs().max()),
+                "shape": list(dicom_image.shape[1:]), "files": sum(1 for _ in study.iterdir())}
+
+    row = compare("dicom_loading", f"one study, 4 MR series of {sum(1 for _ in study.iterdir()) // 4} slices in one "
+                  "folder: found (headers) and loaded by inference.json's DicomSeriesReader, against the same case "
+                  "as NIfTI; both through the config's preprocessing", load(dicom_only), load(nifti_only), goal=0.0,
+                  repeats=repeats, check=same)
+    row.goal = row.reference_median / (row.reference_median + 2.0)
+    row.extra["seconds_added"] = round(row.bundle_median - row.reference_median, 3)
+    return row
+
+
 def rows(quick: bool, repeats: int, workdir: Path) -> list[Row]:
     parser = parse(NAME, ["train.json"], _overrides(quick, workdir))
     result = training_rows(parser, "train.json", iterations=2 if quick else 10, repeats=repeats)
+    result.append(dicom_loading_row(quick, repeats, workdir))
     patch = parser.get_parsed_content("patch_size")
     network = parse(NAME, ["inference.json"], _overrides(quick, workdir)).get_parsed_content("network_def")
     result += export_rows("U-Net (ResNet-34 encoder)", network, torch.randn(8 if quick else 64, 3, *patch), repeats)

@@ -51,7 +51,9 @@ class Step:
     """One row of the check. ``kind``: ``train`` / ``resume`` (a train config; ``resume`` must end at
     ``expect_iteration``), ``run`` (any other config stack), ``infer`` (an inference stack, also run on the CPU and
     compared: ``outputs`` are globs of its output files under ``output_dir``), ``torchrun`` (a train stack under
-    ``torchrun --nproc_per_node=1``) or ``export`` (``networks``: ``{net_id: weights file}``)."""
+    ``torchrun --nproc_per_node=1``), ``export`` (``networks``: ``{net_id: weights file}``) or ``app`` (an
+    application, ``python -m <app...>``, after ``prepare()``; skipped, with the reason, where ``app_requires`` does
+    not import)."""
 
     name: str
     kind: str
@@ -62,6 +64,9 @@ class Step:
     outputs: tuple[str, ...] = ()
     expect_iteration: int | None = None
     figures: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # more figures from the step's outputs
+    app: list[str] | None = None  # kind ``app``: ``python -m <app...>``, run when ``app_requires`` imports
+    app_requires: str | None = None
+    prepare: Callable[[], None] | None = None  # kind ``app``: makes its input
 
 
 def train_and_resume(name: str, configs: list[str], overrides: dict[str, Any], iterations: int,
@@ -173,10 +178,35 @@ def agreement(device_dir: Path, cpu_dir: Path, patterns: tuple[str, ...]) -> dic
     return figures
 
 
+def run_app(step: Step, device: str, log: Path) -> dict[str, Any]:
+    """An ``app`` step: skipped (ok, with the reason) where its SDK does not import, else prepared and run."""
+    probe = subprocess.run([sys.executable, "-c", f"import {step.app_requires}"], env=_environment(device),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if probe.returncode != 0:
+        reason = ([line for line in probe.stdout.splitlines() if line.strip()] or ["import failed"])[-1]
+        return {"ok": True, "skipped": f"{step.app_requires} does not import ({reason[:200]})"}
+    if step.prepare is not None:
+        step.prepare()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", *step.app], cwd=REPO, env=_environment(device),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=STEP_TIMEOUT_S)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout)
+    result: dict[str, Any] = {"ok": done.returncode == 0, "wall_s": round(time.perf_counter() - start, 1)}
+    if done.returncode != 0:
+        tail = [line for line in done.stdout.splitlines() if line.strip()][-3:]
+        result["error"] = f"exit code {done.returncode}: " + " | ".join(tail)[-1000:]
+    if step.figures is not None and result["ok"]:
+        result.update(step.figures(result))
+    return result
+
+
 def run_step(bundle: str, step: Step, device: str, logs: Path, peaks: dict[str, float],
              quick: bool = False) -> dict[str, Any]:
     """One step, with the figures its kind adds: the resumed iteration checked, the CPU agreement of inference, the
     share of the machine's peak of inference and exports."""
+    if step.kind == "app":
+        return run_app(step, device, logs / f"{step.name.replace(' ', '_')}.log")
     result = _launch(bundle, step, step.overrides, device, logs / f"{step.name}.log",
                      count_flops=step.kind == "infer", quick=quick)
     if step.kind == "resume" and result.get("ok"):
@@ -237,7 +267,8 @@ def markdown(bundle: str, rows: list[dict[str, Any]], info: dict[str, Any], comm
              "| step | configs | result | iterations/s | peak memory (MB) | s/case (CPU s/case) | agreement with CPU | "
              "achieved FLOP/s (share of peak) | notes |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        result = "pass" if row.get("ok") else f"**FAIL**: {row.get('error', '')}".replace("|", "/").replace("\n", " ")
+        result = (f"skipped: {row['skipped']}" if row.get("skipped") else "pass") if row.get("ok") else \
+            f"**FAIL**: {row.get('error', '')}".replace("|", "/").replace("\n", " ")
         per_case = _number(row.get("seconds_per_case"))
         if row.get("cpu_seconds_per_case") is not None:
             per_case += f" ({_number(row['cpu_seconds_per_case'])})"
@@ -246,7 +277,7 @@ def markdown(bundle: str, rows: list[dict[str, Any]], info: dict[str, Any], comm
         share = (f"{row['achieved_flops_per_s'] / 1e9:.3g} GFLOP/s ({row['compute_share']:.1%})"
                  if "compute_share" in row else "-")
         notes = [f"{k} {_number(row[k])}" for k in ("iterations_run", "resumed_at_iteration", "validations",
-                                                    "states_saved", "cases", "megapixels", "seconds_per_megapixel",
+                                                    "states_saved", "cases", "megapixels", "seconds_per_megapixel", "seg_files",
                                                     "wall_s") if row.get(k) is not None]
         for net_id, net in (row.get("networks") or {}).items():
             notes.append(f"{net_id} {tuple(net['input'])}: eager {_number(net['eager_s'])} s, TorchScript "

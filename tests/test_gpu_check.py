@@ -114,3 +114,25 @@ def test_the_pathology_slide_row_reports_seconds_per_megapixel(tmp_path):
                                {"device": "cpu", "cores": 2, "torch": torch.__version__,
                                 "peak_flops_per_s": {"fp32": 1e9}, "bundle_seconds": 1.0}, "test")
     assert f"seconds_per_megapixel {gpu_check._number(row['seconds_per_megapixel'])}" in table
+
+
+def test_an_app_step_runs_where_its_sdk_imports_and_is_skipped_with_the_reason_elsewhere(tmp_path):
+    """The ``app`` kind (the BraTS MONAI Deploy application's row): prepared, run as ``python -m``, its figures
+    added; skipped, still ok, with the import error, where the SDK is missing."""
+    from benchmarks.gpu_check import Step, markdown, run_app
+
+    source = tmp_path / "in.json"
+    made = []
+    ran = Step("app", "app", [], app=["json.tool", str(source), str(tmp_path / "out.json")], app_requires="json",
+               prepare=lambda: made.append(source.write_text('{"a": 1}')),
+               figures=lambda _: {"written": (tmp_path / "out.json").is_file()})
+    result = run_app(ran, "cpu", tmp_path / "logs" / "app.log")
+    assert result["ok"] and result["written"] and made and "skipped" not in result
+    missing = Step("app", "app", [], app=["json.tool"], app_requires="no_such_sdk_module")
+    skipped = run_app(missing, "cpu", tmp_path / "logs" / "missing.log")
+    assert skipped["ok"] and "no_such_sdk_module does not import (ModuleNotFoundError" in skipped["skipped"]
+    info = {"device": "cpu", "cores": 2, "torch": "x", "peak_flops_per_s": {"fp32": 1e9}, "bundle_seconds": 1.0}
+    table = markdown("b", [{"step": "deploy app", "configs": [], **skipped}], info, "cmd")
+    assert "| deploy app |  | skipped: no_such_sdk_module does not import" in table
+    failing = Step("app", "app", [], app=["json.tool", str(tmp_path / "nothing.json")], app_requires="json")
+    assert not run_app(failing, "cpu", tmp_path / "logs" / "failing.log")["ok"]

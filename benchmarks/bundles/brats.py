@@ -80,24 +80,29 @@ def inference_contenders(quick: bool, workdir: Path, backend: str = "torch") -> 
 DICOM_DESCRIPTIONS = {"flair": "AX T2 FLAIR", "t1": "AX T1", "t1ce": "AX T1 POST GD", "t2": "AX T2 FSE"}
 
 
-def dicom_loading_row(quick: bool, repeats: int, workdir: Path) -> Row:
-    """The ``dicom_loading`` row: one demo case as a 4-series DICOM study (every slice a file, series mixed in one
-    folder) found and loaded by inference.json (``cases`` and ``preprocessing``), against the same case's NIfTI
-    files; the goal is at most 2 s added (a ratio of ``nifti / (nifti + 2 s)``)."""
+def write_dicom_study(case_dir: Path, study: Path) -> None:
+    """A BraTS case folder's four NIfTI files as one DICOM study, its series mixed in one folder."""
     import nibabel as nib
     import numpy as np
 
     from shared.writers.dicom_series import write_mr_series
 
-    nifti_parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
-    case = nifti_parser.get_parsed_content("cases").valid[0]
-    case_dir = Path(case["flair"]).parent
-    study = workdir / "dicom" / case["case"]
-    identity: dict = {"PatientID": case["case"]}
+    identity: dict = {"PatientID": case_dir.name}
     for number, (modality, description) in enumerate(DICOM_DESCRIPTIONS.items(), start=1):
         image = nib.load(next(case_dir.glob(f"*_{modality}.nii*")))
         write_mr_series(np.asarray(image.dataobj), image.affine, str(study), description, study=identity,
                         series_number=number, file_prefix=f"S{number}_")
+
+
+def dicom_loading_row(quick: bool, repeats: int, workdir: Path) -> Row:
+    """The ``dicom_loading`` row: one demo case as a 4-series DICOM study (every slice a file, series mixed in one
+    folder) found and loaded by inference.json (``cases`` and ``preprocessing``), against the same case's NIfTI
+    files; the goal is at most 2 s added (a ratio of ``nifti / (nifti + 2 s)``)."""
+    nifti_parser = parse(NAME, ["inference.json"], _overrides(quick, workdir))
+    case = nifti_parser.get_parsed_content("cases").valid[0]
+    case_dir = Path(case["flair"]).parent
+    study = workdir / "dicom" / case["case"]
+    write_dicom_study(case_dir, study)
     nifti_only = {**_overrides(quick, workdir), "dataset_dir": str(case_dir)}
     dicom_only = {**_overrides(quick, workdir), "dataset_dir": str(study)}
 
@@ -150,4 +155,15 @@ def gpu_steps(quick: bool, work: Path) -> list[Step]:
         torchrun_step("train.json multi-GPU", ["train.json"], {**train, "training_state#dir": str(work / "ddp_state")},
                       iterations, needs=("train.json",)),
         Step("export", "export", ["inference.json"], inference, needs=("train.json",)),
+        Step("deploy app", "app", [], needs=("train.json",), app_requires="monai.deploy",
+             app=["deploy.brats_seg_app", "-i", str(work / "dicom_study"), "-o", str(work / "app_out"),
+                  "-m", str(Path(common["ckpt_dir"]) / "model.pt")],
+             prepare=lambda: write_dicom_study(demo / "BraTS20_Training_001", work / "dicom_study"),
+             figures=lambda _: _seg_files(work / "app_out")),
     ]
+
+
+def _seg_files(folder: Path) -> dict:
+    """The deploy app's figures: the DICOM SEG files it wrote (one expected)."""
+    count = len(list(folder.glob("*.dcm")))
+    return {"seg_files": count} if count == 1 else {"ok": False, "error": f"{count} DICOM SEG files in {folder}"}

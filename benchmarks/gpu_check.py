@@ -277,7 +277,8 @@ def markdown(bundle: str, rows: list[dict[str, Any]], info: dict[str, Any], comm
         share = (f"{row['achieved_flops_per_s'] / 1e9:.3g} GFLOP/s ({row['compute_share']:.1%})"
                  if "compute_share" in row else "-")
         notes = [f"{k} {_number(row[k])}" for k in ("iterations_run", "resumed_at_iteration", "validations",
-                                                    "states_saved", "cases", "megapixels", "seconds_per_megapixel", "seg_files",
+                                                    "states_saved", "cases", "megapixels", "seconds_per_megapixel",
+                                                    "seg_files",
                                                     "wall_s") if row.get(k) is not None]
         for net_id, net in (row.get("networks") or {}).items():
             notes.append(f"{net_id} {tuple(net['input'])}: eager {_number(net['eager_s'])} s, TorchScript "

@@ -158,6 +158,9 @@ def test_studies_are_found_and_their_series_chosen_by_rules(tmp_path):
     assert "'t2'" in cases["gap"]["error"] and "missing slice" in cases["gap"]["error"]
     assert "other than a localizer" in cases["localizer_only"]["error"]
     assert all("flair" not in c for c in cases.values() if "error" in c)
+    # one study's own folder (its series in sub-folders) is named after that folder, not after a series folder
+    (single,) = find_dicom_studies(str(tmp_path / "gap"), {"flair": "flair"})
+    assert single["case"] == "gap" and single["flair"] == gap["AX FLAIR"]
 
 
 def test_a_dicomdir_export_is_found(tmp_path):

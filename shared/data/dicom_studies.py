@@ -63,8 +63,11 @@ def series_geometry(headers: Sequence) -> tuple[tuple[int, int, int], np.ndarray
 
 
 def _study_name(dataset_dir: str, files: Sequence[str]) -> str:
-    parts = os.path.relpath(os.path.dirname(files[0]), dataset_dir).split(os.sep)
-    return parts[0] if parts[0] not in (".", "") else os.path.basename(os.path.normpath(dataset_dir))
+    """The top folder under ``dataset_dir`` that holds all of a study's files, or ``dataset_dir``'s own name when
+    no sub-folder holds them all (one study, its series in sub-folders or mixed in ``dataset_dir``)."""
+    root = os.path.abspath(dataset_dir)
+    common = os.path.relpath(os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]), root)
+    return os.path.basename(os.path.normpath(root)) if common == "." else common.split(os.sep)[0]
 
 
 def _description(header) -> str:
@@ -88,8 +91,8 @@ def find_dicom_studies(
         same_grid: the channels must share one grid (shape, orientation, spacing, origin), as a network that
             stacks them as channels needs.
 
-    The case is named after the study's top folder under ``dataset_dir``; several studies in one folder are told
-    apart by a suffix (Study ID, else a counter).
+    The case is named after the top folder holding the study's files (``dataset_dir``'s name for a single study);
+    several studies in one folder are told apart by a suffix (Study ID, else a counter).
     """
     headers: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     names: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -115,8 +118,7 @@ def find_dicom_studies(
                                 + (f"; unreadable DICOM files: {'; '.join(unreadable[:5])}" if unreadable else ""))
     items, used = [], defaultdict(int)
     for study_uid, series in headers.items():
-        first_files = names[(study_uid, next(iter(series)))]
-        name = _study_name(dataset_dir, first_files)
+        name = _study_name(dataset_dir, [f for uid in series for f in names[(study_uid, uid)]])
         used[name] += 1
         items.append((name, study_uid, series))
     counts = dict(used)

@@ -88,6 +88,26 @@ def test_strict_loader_picks_the_reader_by_format(tmp_path):
         load(files)
 
 
+def test_series_values_are_stored_exactly_or_scaled_never_wrapped(tmp_path):
+    """Integers that fit 16 bits are stored exactly; -100..40000 does not fit int16 and is scaled, not wrapped."""
+    wide = np.zeros((6, 5, 3), np.int32)
+    wide[0, 0, 0], wide[1, 1, 1] = -100, 40000
+    files = write_mr_series(wide, np.eye(4), str(tmp_path / "wide"), "T2")
+    back = np.asarray(LoadImage(reader=DicomSeriesReader(), image_only=True)(files))
+    assert np.allclose(back, wide, atol=40100 / 65535 + 1e-3)
+    with pytest.raises(ValueError, match="do not fit 16-bit integers"):
+        write_mr_series(wide, np.eye(4), str(tmp_path / "refused"), "T2", integer=True)
+
+
+def test_files_of_two_series_are_not_stacked_into_one_volume(tmp_path):
+    first = write_mr_series(_volume(), np.diag([1.0, 1.0, 2.0, 1.0]), str(tmp_path / "a"), "T2")
+    shifted = np.diag([1.0, 1.0, 2.0, 1.0])
+    shifted[2, 3] = 18.0  # the next 9 slices, as a second series
+    second = write_mr_series(_volume(seed=1), shifted, str(tmp_path / "b"), "T2")
+    with pytest.raises(UnreadableImageError, match="belong to 2 series"):
+        StrictLoadImage(DicomSeriesReader, image_only=True)(first + second)
+
+
 def _headers(files):
     return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
 
@@ -158,6 +178,14 @@ def test_studies_are_found_and_their_series_chosen_by_rules(tmp_path):
     assert "'t2'" in cases["gap"]["error"] and "missing slice" in cases["gap"]["error"]
     assert "other than a localizer" in cases["localizer_only"]["error"]
     assert all("flair" not in c for c in cases.values() if "error" in c)
+    # two studies in one folder with the same Study ID are told apart by a counter
+    for patient in ("p1", "p2"):
+        identity = {"PatientID": patient, "StudyID": "1"}
+        for number, (description, volume) in enumerate({"AX FLAIR": flair, "AX T2": t2}.items(), start=1):
+            write_mr_series(volume, np.diag([1.0, 1.0, 2.0, 1.0]), str(tmp_path / "shared_folder" / "studies"),
+                            description, study=identity, series_number=number, file_prefix=f"{patient}_S{number}_")
+    names = sorted(c["case"] for c in find_dicom_studies(str(tmp_path / "shared_folder"), RULES))
+    assert names == ["studies_1", "studies_2"]
     # one study's own folder (its series in sub-folders) is named after that folder, not after a series folder
     (single,) = find_dicom_studies(str(tmp_path / "gap"), {"flair": "flair"})
     assert single["case"] == "gap" and single["flair"] == gap["AX FLAIR"]

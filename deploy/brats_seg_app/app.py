@@ -4,8 +4,8 @@
 
 DICOM loader -> series selector (the bundle's ``dicom_series`` patterns as selection rules) -> the bundle's own
 ``inference.json`` on the FLAIR, T1Gd and T2 series (``BundleSegmentationOperator``) -> DICOM SEG writer (on the
-FLAIR series' frames, the bundle's segments and codes, its name and version). ``-m`` names the weights (default: the
-bundle's ``models/model.pt``); ``BRATS_APP_OVERRIDES`` (a JSON object of config ids) overrides the bundle's config.
+FLAIR series' frames, the bundle's segments and codes, its name and version). ``-m`` names the weights, a file or a folder holding
+``model.pt`` (default: the bundle's ``models/model.pt``); ``BRATS_APP_OVERRIDES`` (a JSON object of config ids) overrides the bundle's config.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class BraTSSegmentationApp(Application):
         dicom_series, modalities, _, segments, metadata = bundle_settings(bundle_root)
         model = str(context.model_path or "")
         weights = model if model and Path(model).is_file() else None
+        if model and Path(model).is_dir() and (Path(model) / "model.pt").is_file():  # a packaged app's models folder
+            weights = str(Path(model) / "model.pt")
         overrides = json.loads(os.environ.get("BRATS_APP_OVERRIDES", "{}"))
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(context.input_path),
                                          name="dicom_loader")
@@ -59,7 +61,7 @@ class BraTSSegmentationApp(Application):
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, bundle, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(bundle, writer, {("seg_image", "seg_image")})
-        self.add_flow(selector, writer, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(bundle, writer, {("study_selected_series_list", "study_selected_series_list")})
 
 
 def main() -> None:

@@ -14,7 +14,11 @@ import nibabel as nib
 import numpy as np
 from monai.bundle import ConfigParser
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
+from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
+from monai.utils import ensure_tuple
 
+from shared.data.dicom_studies import series_geometry
+from shared.transforms.dicom_io import sorted_by_position
 from shared.writers.dicom_seg import labels_on_source_frames
 
 __all__ = ["BundleSegmentationOperator", "selection_rules"]
@@ -45,7 +49,8 @@ class BundleSegmentationOperator(Operator):
     One study a run, as the SDK's writer writes one. A modality with no series, or several (other than
     localizers), is an error naming the study and the series.
 
-    Named input: ``study_selected_series_list``. Named output: ``seg_image``.
+    Named input: ``study_selected_series_list``. Named outputs: ``seg_image``, and ``study_selected_series_list``
+    holding the chosen series only (the first-selection series first), for the SEG writer to reference.
     """
 
     def __init__(self, fragment: Fragment, *args, bundle_root: Path, weights: str | None = None,
@@ -59,6 +64,7 @@ class BundleSegmentationOperator(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("study_selected_series_list")
         spec.output("seg_image")
+        spec.output("study_selected_series_list")
 
     def compute(self, op_input, op_output, context) -> None:
         studies = op_input.receive("study_selected_series_list")
@@ -75,7 +81,11 @@ class BundleSegmentationOperator(Operator):
         segments = np.zeros(frames.shape, np.uint8)
         for number, value in enumerate(self.label_values, start=1):
             segments[frames == value] = number
+        chosen = StudySelectedSeries(study.study)
+        for modality in self.modalities:
+            chosen.add_selected_series(SelectedSeries(modality, series[modality]))
         op_output.emit(Image(segments), "seg_image")
+        op_output.emit([chosen], "study_selected_series_list")
 
     def chosen_series(self, study, name: str) -> dict:
         chosen = {}
@@ -87,6 +97,13 @@ class BundleSegmentationOperator(Operator):
                 raise ValueError(f"DICOM study {name}: {len(matches)} MR series for '{modality}' ({found}); the "
                                  "bundle needs exactly one: set its dicom_series pattern to pick one")
             chosen[modality] = matches[0]
+        grids = {m: series_geometry(sorted_by_position([i.get_native_sop_instance() for i in s.get_sop_instances()])[0])
+                 for m, s in chosen.items()}
+        (first, (shape, affine)), *others = grids.items()
+        for modality, (other_shape, other_affine) in others:
+            if other_shape != shape or not np.allclose(other_affine, affine, atol=1e-3):
+                raise ValueError(f"DICOM study {name}: '{modality}' is not on the grid of '{first}' (shape, "
+                                 "orientation, spacing and origin); the network needs co-registered series")
         return chosen
 
     def infer(self, case: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,11 +117,12 @@ class BundleSegmentationOperator(Operator):
                            **self.overrides})
             try:
                 parser.get_parsed_content("run")
-            except SystemExit:
-                pass
-            report = json.loads((Path(out) / "inference_report.json").read_text())
-            if report.get("failed"):
-                raise ValueError(f"DICOM study {name}: {report['failed'][0]['error']}")
+            except Exception as e:  # the evaluator's CasesFailedError: the reason is in its report
+                report_file = Path(out) / "inference_report.json"
+                failed = json.loads(report_file.read_text()).get("failed") if report_file.is_file() else None
+                if failed:
+                    raise ValueError(f"DICOM study {name}: {failed[0]['error']}") from e
+                raise
             prediction = nib.load(Path(out) / "study_pred.nii.gz")
             return np.asarray(prediction.dataobj), prediction.affine
 
@@ -112,7 +130,7 @@ class BundleSegmentationOperator(Operator):
 def _is_localizer(series) -> bool:
     instances = series.get_sop_instances()
     image_type = getattr(instances[0].get_native_sop_instance(), "ImageType", None) if instances else None
-    return "LOCALIZER" in [str(t).upper() for t in image_type or []]
+    return "LOCALIZER" in [str(t).upper() for t in ensure_tuple(image_type or [])]
 
 
 def default_bundle_root() -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pydicom
+from monai.utils import ensure_tuple
 
 from shared.transforms.dicom_io import HEADER_TAGS, series_problem, sorted_by_position
 
@@ -121,20 +122,25 @@ def find_dicom_studies(
         name = _study_name(dataset_dir, [f for uid in series for f in names[(study_uid, uid)]])
         used[name] += 1
         items.append((name, study_uid, series))
-    counts = dict(used)
+    study_ids: dict[str, list[str]] = defaultdict(list)
+    for name, _, series in items:
+        study_ids[name].append(str(getattr(next(iter(series.values()))[0], "StudyID", "") or ""))
     seen: dict[str, int] = defaultdict(int)
     cases = []
     for name, study_uid, series in sorted(items, key=lambda t: (t[0], t[1])):
-        if counts[name] > 1:
+        if used[name] > 1:  # several studies in one folder: their Study IDs where those tell them apart
             seen[name] += 1
+            ids = study_ids[name]
             study_id = str(getattr(next(iter(series.values()))[0], "StudyID", "") or "")
-            name = f"{name}_{study_id or seen[name]}"
+            unique = all(ids) and len(set(ids)) == len(ids)
+            name = f"{name}_{study_id if unique else seen[name]}"
         cases.append(_choose_series(name, study_uid, series, names, series_rules, modality, same_grid))
     return cases
 
 
 def _is_localizer(headers: Sequence) -> bool:
-    return any("LOCALIZER" in [str(t).upper() for t in getattr(h, "ImageType", None) or []] for h in headers)
+    return any("LOCALIZER" in [str(t).upper() for t in ensure_tuple(getattr(h, "ImageType", None) or [])]
+               for h in headers)
 
 
 def _choose_series(name, study_uid, series, names, rules, modality, same_grid) -> dict:

@@ -81,7 +81,8 @@ def series_problem(datasets: Sequence, where: str = "") -> str | None:
     if str(getattr(first, "SOPClassUID", "")) == ENHANCED_MR_STORAGE or int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
         return (f"{name} is a multi-frame (enhanced) object, which this reader does not read: export the series as "
                 "classic single-frame MR images (MR Image Storage).")
-    if any("LOCALIZER" in [str(t).upper() for t in ensure_tuple(getattr(ds, "ImageType", []))] for ds in datasets):
+    if any("LOCALIZER" in [str(t).upper() for t in ensure_tuple(getattr(ds, "ImageType", None) or [])]
+           for ds in datasets):
         return f"{name} is a localizer (ImageType LOCALIZER), not an imaging series."
     if len(datasets) < 2:
         return f"{name} has a single slice; a volume needs at least two."
@@ -92,6 +93,9 @@ def series_problem(datasets: Sequence, where: str = "") -> str | None:
             return (f"{name}: {len(missing)} of {len(datasets)} images have no {tag}"
                     + (f" (e.g. {example})" if isinstance(example, str) else "")
                     + ", so the volume's geometry is unknown: a damaged file or an incomplete export.")
+    series_uids = {str(ds.SeriesInstanceUID) for ds in datasets if getattr(ds, "SeriesInstanceUID", None)}
+    if len(series_uids) > 1:
+        return f"{name}: the files belong to {len(series_uids)} series (Series Instance UIDs); give one series."
     orientations = np.array([np.asarray(ds.ImageOrientationPatient, float) for ds in datasets])
     if np.abs(orientations - orientations[0]).max() > _ORIENTATION_TOLERANCE:
         distinct = len({tuple(np.round(o, 3)) for o in orientations})
@@ -146,7 +150,13 @@ class DicomSeriesReader(PydicomReader):
             names = dicom_files(names[0])
         where = os.path.dirname(names[0]) if names else str(data)
         options = {**self.kwargs, **kwargs}
-        datasets = [pydicom.dcmread(name, **options) for name in names]
+        datasets = []
+        for name in names:
+            try:
+                datasets.append(pydicom.dcmread(name, **options))
+            except Exception as e:
+                raise UnreadableImageError(f"{name}: not a readable DICOM file ({type(e).__name__}: {e}); export "
+                                           "the series again.") from e
         problem = series_problem(datasets, where)
         if problem:
             raise UnreadableImageError(problem)

@@ -28,6 +28,7 @@ __all__ = ["STUDY_TAGS", "write_mr_series", "SaveDicomSeriesd"]
 STUDY_TAGS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
     "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID",
+    "SpecificCharacterSet", "PatientPosition",
 )
 _LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -40,8 +41,11 @@ def _pixels(volume: np.ndarray, integer: bool | None) -> tuple[np.ndarray, float
     """Stored pixels (uint16 or int16), slope and intercept: integer volumes exactly, others scaled to 16 bits."""
     finite = volume[np.isfinite(volume)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    fits = (low >= 0 and high <= 65535) or (low >= -32768 and high <= 32767)
     if integer is None:
-        integer = bool(np.all(np.equal(np.mod(finite, 1), 0))) and low >= -32768 and high <= 65535
+        integer = bool(np.all(np.equal(np.mod(finite, 1), 0))) and fits
+    if integer and not fits:
+        raise ValueError(f"values {low:g}..{high:g} do not fit 16-bit integers; write them with integer=False")
     if integer:
         dtype = np.int16 if low < 0 else np.uint16
         return np.nan_to_num(volume).astype(dtype), 1.0, 0.0
@@ -101,6 +105,8 @@ def write_mr_series(
         ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
         ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if source["SpecificCharacterSet"]:
+            ds.SpecificCharacterSet = source["SpecificCharacterSet"]
         ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
         ds.PatientName = source["PatientName"] or "Anonymous^"
@@ -129,6 +135,8 @@ def write_mr_series(
         ds.InstanceNumber = k + 1
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "RM", "NONE", "", "3D"
         ds.EchoTrainLength = 1
+        ds.EchoTime, ds.RepetitionTime = "", ""  # type 2: unknown for a derived or converted image
+        ds.PatientPosition = source["PatientPosition"] or ""
         ds.ImagePositionPatient = [_ds(v) for v in origin + lps[:, 2] * k]
         ds.ImageOrientationPatient = [_ds(v) for v in (*row_direction, *column_direction)]
         ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]

@@ -164,11 +164,17 @@ def test_studies_are_found_and_their_series_chosen_by_rules(tmp_path):
         ds = pydicom.dcmread(path)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
         ds.save_as(path)
+    single = _study(tmp_path, "single_valued_localizer", {"AX FLAIR loc": flair[..., :3], "T2": t2})
+    for path in single["AX FLAIR loc"]:
+        ds = pydicom.dcmread(path)
+        ds.ImageType = "LOCALIZER"  # one value, not a list
+        ds.save_as(path)
     (tmp_path / "notes.txt").write_text("not DICOM")
     assert is_dicom_folder(str(tmp_path))
 
     cases = {c["case"]: c for c in find_dicom_studies(str(tmp_path), RULES)}
-    assert set(cases) == {"good", "two_flairs", "no_t2", "grids", "gap", "localizer_only"}
+    assert set(cases) == {"good", "two_flairs", "no_t2", "grids", "gap", "localizer_only", "single_valued_localizer"}
+    assert "other than a localizer" in cases["single_valued_localizer"]["error"]
     assert cases["good"]["flair"] == good["AX T2 FLAIR"] and cases["good"]["t2"] == good["AX T2 FSE"]
     assert "error" not in cases["good"]
     assert "DICOM study two_flairs" in cases["two_flairs"]["error"]
@@ -298,6 +304,8 @@ def test_a_derived_series_joins_its_source_study(tmp_path):
     assert len({h.SeriesInstanceUID for h in headers}) == 1 and headers[0].SeriesInstanceUID != source.SeriesInstanceUID
     assert headers[0].SeriesDescription == "BABY-AI 1.0: super-resolved T2w"
     assert list(headers[0].ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    for keyword in ("EchoTime", "RepetitionTime", "PatientPosition"):  # type 2 attributes of MR images: present
+        assert keyword in headers[0], keyword
     back = LoadImage(reader=DicomSeriesReader(), image_only=True)([str(p) for p in written])
     assert np.allclose(back.affine, image.affine, atol=1e-5)
     assert np.allclose(np.asarray(back), np.asarray(output[0]), atol=900 * 0.5 / 65535 + 1e-4)

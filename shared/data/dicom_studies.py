@@ -23,7 +23,7 @@ from monai.utils import ensure_tuple
 
 from shared.transforms.dicom_io import HEADER_TAGS, series_problem, sorted_by_position
 
-__all__ = ["is_dicom_folder", "find_dicom_studies", "series_geometry"]
+__all__ = ["is_dicom_folder", "find_dicom_studies", "screened_dicom_studies", "series_geometry"]
 
 logger = logging.getLogger(__name__)
 _NOT_IMAGES = {"DICOMDIR"}
@@ -136,6 +136,17 @@ def find_dicom_studies(
             name = f"{name}_{study_id if unique else seen[name]}"
         cases.append(_choose_series(name, study_uid, series, names, series_rules, modality, same_grid))
     return cases
+
+
+def screened_dicom_studies(dataset_dir: str, series_rules: Mapping[str, str], modality: str = "MR",
+                           same_grid: bool = True) -> tuple[list[dict], list[dict]]:
+    """:func:`find_dicom_studies` as ``(valid, rejected)``, each rejected study logged with its reason: what a
+    bundle's discovery returns for a DICOM folder."""
+    studies = find_dicom_studies(dataset_dir, series_rules, modality, same_grid)
+    for study in studies:
+        if "error" in study:
+            logger.error(f"case {study['case']} skipped: {study['error']}")
+    return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
 
 
 def _is_localizer(headers: Sequence) -> bool:

@@ -8,7 +8,6 @@ two affines, so the frames land on the source geometry whatever the series' orie
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from monai.transforms import MapTransform
 from pydicom.sr.codedict import codes
 
 from shared.transforms.dicom_io import dicom_files, sorted_by_position
+from shared.writers.dicom_series import bundle_name_and_version
 from shared.writers.naming import case_name_formatter, output_path
 
 __all__ = ["segment_descriptions", "labels_on_source_frames", "SaveDicomSegd"]
@@ -111,9 +111,8 @@ class SaveDicomSegd(MapTransform):
             raise ValueError(f"{len(label_values)} label values but {len(segments)} segments: give one segment "
                              "(label and codes) per label value")
         if metadata_file:
-            with open(metadata_file) as f:
-                metadata = json.load(f)
-            algorithm, version = algorithm or metadata.get("name"), version or metadata.get("version")
+            name, bundle_version = bundle_name_and_version(metadata_file)
+            algorithm, version = algorithm or name, version or bundle_version
         if not algorithm or not version:
             raise ValueError("SaveDicomSegd needs the algorithm's name and version: give metadata_file (the bundle's "
                              "configs/metadata.json) or algorithm and version")

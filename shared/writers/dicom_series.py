@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from shared.writers.naming import case_name_formatter, output_path
 
-__all__ = ["STUDY_TAGS", "write_mr_series", "SaveDicomSeriesd"]
+__all__ = ["STUDY_TAGS", "write_mr_series", "bundle_name_and_version", "SaveDicomSeriesd"]
 
 # What a derived series copies from its source so that a viewer files it under the same patient and study.
 STUDY_TAGS = (
@@ -154,6 +154,13 @@ def write_mr_series(
     return files
 
 
+def bundle_name_and_version(metadata_file: str) -> tuple[str, str]:
+    """The ``name`` and ``version`` of a bundle's ``configs/metadata.json``: what made a DICOM output."""
+    with open(metadata_file) as f:
+        metadata = json.load(f)
+    return str(metadata.get("name", "")), str(metadata.get("version", ""))
+
+
 class SaveDicomSeriesd(MapTransform):
     """Write each of ``keys`` (a single-channel 3D ``MetaTensor`` with a RAS affine) as a derived MR series in the
     source series' study, to ``<output_dir>/<case>_<output_postfix>/``: a new Series Instance UID, the source's
@@ -175,9 +182,8 @@ class SaveDicomSeriesd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if metadata_file:
-            with open(metadata_file) as f:
-                metadata = json.load(f)
-            series_description = f"{metadata.get('name', '')} {metadata.get('version', '')}: {series_description}"
+            name, version = bundle_name_and_version(metadata_file)
+            series_description = f"{name} {version}: {series_description}"
         self.output_dir, self.series_description = output_dir, series_description
         self.reference_key, self.output_postfix, self.series_number = reference_key, output_postfix, series_number
 

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
+from shared.data.dicom_studies import is_dicom_folder, screened_dicom_studies
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_dims, check_nifti_group
 from shared.data.splits import split_cases, write_datalist
@@ -128,11 +128,7 @@ def inference_pairs(
     ``dicom_series["t1w"]`` and ``dicom_series["t2w"]`` (see ``shared.data.dicom_studies.find_dicom_studies``; the
     two are on different grids, as acquired)."""
     if pairs is None and dicom_series and dataset_dir and os.path.isdir(dataset_dir) and is_dicom_folder(dataset_dir):
-        studies = find_dicom_studies(dataset_dir, {k: dicom_series[k] for k in ("t1w", "t2w")}, same_grid=False)
-        for study in studies:
-            if "error" in study:
-                logger.error(f"{study['case']} set aside: {study['error']}")
-        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
+        return screened_dicom_studies(dataset_dir, {k: dicom_series[k] for k in ("t1w", "t2w")}, same_grid=False)
     if pairs is None and dataset_dir is None:
         if demo is None:
             raise ValueError("give --dataset_dir (a BIDS folder) or --datalist (a list of {'t1w', 't2w'} pairs).")

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
+from shared.data.dicom_studies import is_dicom_folder, screened_dicom_studies
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_dims
 from shared.data.splits import split_cases, write_datalist
@@ -98,11 +98,7 @@ def inference_items(
     studies gives one item a study: its series whose description matches ``dicom_series`` (see
     ``shared.data.dicom_studies.find_dicom_studies``)."""
     if dicom_series and os.path.isdir(dataset_dir) and is_dicom_folder(dataset_dir):
-        studies = find_dicom_studies(dataset_dir, {"image": dicom_series})
-        for study in studies:
-            if "error" in study:
-                logger.error(f"{study['case']} set aside: {study['error']}")
-        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
+        return screened_dicom_studies(dataset_dir, {"image": dicom_series})
     if os.path.isfile(dataset_dir):
         files = [dataset_dir]
     elif os.path.isdir(dataset_dir):

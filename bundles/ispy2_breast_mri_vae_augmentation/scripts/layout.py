@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from shared.data.dicom_studies import find_dicom_studies, is_dicom_folder
+from shared.data.dicom_studies import is_dicom_folder, screened_dicom_studies
 from shared.data.errors import InvalidInputError
 from shared.data.nifti_checks import check_nifti_group
 from shared.data.splits import fold_split, split_cases, write_datalist
@@ -41,11 +41,7 @@ def discover_patients(
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder.")
     if dicom_series and is_dicom_folder(dataset_dir):
-        studies = find_dicom_studies(dataset_dir, dicom_series)
-        for study in studies:
-            if "error" in study:
-                logger.error(f"patient {study['case']} skipped: {study['error']}")
-        return [s for s in studies if "error" not in s], [s for s in studies if "error" in s]
+        return screened_dicom_studies(dataset_dir, dicom_series)
     valid, rejected = [], []
     for folder in sorted(d for d in glob.glob(os.path.join(dataset_dir, "*")) if os.path.isdir(d)):
         patient = {"case": os.path.basename(folder)}
